@@ -1,0 +1,3 @@
+"""OmaData: a MyData consent and personal data broker."""
+
+__version__ = "0.1.0"

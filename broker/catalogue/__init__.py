@@ -1,0 +1,1 @@
+"""The public catalogue: services, data categories, purposes and published data agreements."""

@@ -1,0 +1,1 @@
+"""Consents: give, refuse, withdraw and revoke them, read their history, decide releases."""

@@ -1,0 +1,69 @@
+"""Domain errors. Services raise these; the API maps them to RFC 9457 problems in one place.
+
+BrokerError
+├── NotFound            something named does not exist (404)
+├── Conflict            the request contradicts stored state (409)
+│   └── ConsentNotActive    the consent cannot change any more
+├── InvalidInput        the request itself is wrong (422)
+│   └── CatalogueInvalid    a catalogue file failed validation; nothing was loaded
+└── NotPermitted        the actor may not do this (403)
+"""
+
+from __future__ import annotations
+
+
+class BrokerError(Exception):
+    """Base of every error the broker's services raise on purpose."""
+
+    code = "broker-error"
+    title = "The request could not be completed"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(BrokerError):
+    """A service, category, purpose, agreement, person or consent does not exist."""
+
+    code = "not-found"
+    title = "Not found"
+
+
+class Conflict(BrokerError):
+    """The request is well-formed but contradicts what is stored."""
+
+    code = "conflict"
+    title = "Conflict with the current state"
+
+
+class ConsentNotActive(Conflict):
+    """The consent is already withdrawn, refused, revoked or expired."""
+
+    code = "consent-not-active"
+    title = "The consent is no longer active"
+
+
+class InvalidInput(BrokerError):
+    """The request names things that do not fit together."""
+
+    code = "invalid-input"
+    title = "Invalid input"
+
+
+class CatalogueInvalid(InvalidInput):
+    """A catalogue file is malformed or inconsistent. Nothing from it was stored."""
+
+    code = "catalogue-invalid"
+    title = "The catalogue file is not valid"
+
+    def __init__(self, detail: str, problems: list[str] | None = None) -> None:
+        super().__init__(detail)
+        self.problems = problems or []
+
+
+class NotPermitted(BrokerError):
+    """The actor is not allowed to do this for this person."""
+
+    code = "not-permitted"
+    title = "Not permitted"

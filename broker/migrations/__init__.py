@@ -1,0 +1,1 @@
+"""Alembic migrations for the broker's schema; run with `broker db upgrade`."""

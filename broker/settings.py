@@ -1,0 +1,64 @@
+"""The broker's settings: one class, read from `BROKER_*` environment variables (and `.env`).
+
+The defaults run a development broker out of the box: SQLite under `var/`, loopback only.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    """Development allows insecure conveniences; production refuses them at start."""
+
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Everything the broker reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="BROKER_", env_file=".env", extra="ignore")
+
+    environment: Environment = Environment.DEVELOPMENT
+    data_dir: Path = Path("var")
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty means the embedded SQLite database under data_dir.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    public_url: str = Field(default="", description="The broker's external base URL.")
+    catalogue_page_size: int = Field(default=100, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _refuse_insecure_production(self) -> Settings:
+        if self.environment is Environment.PRODUCTION:
+            if not self.database_url:
+                raise ValueError("production needs BROKER_DATABASE_URL (a managed database)")
+            if not self.public_url.startswith("https://"):
+                raise ValueError("production needs an https:// BROKER_PUBLIC_URL")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL in force: the configured one, or SQLite in `data_dir`."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'broker.sqlite3').as_posix()}"
+
+    @property
+    def effective_public_url(self) -> str:
+        """The broker's base URL as others reach it, without a trailing slash."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,190 @@
+"""The broker's tables. Migrations in `broker/migrations` create exactly these.
+
+Localised texts are JSON objects `{"fi": ..., "sv": ..., "en": ...}`. Consent history is
+append-only: the migration adds database triggers that refuse UPDATE and DELETE on it.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, ForeignKeyConstraint, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from broker.storage.types import UTCDateTime
+
+
+def _utc(**kwargs: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kwargs)
+
+
+def _json() -> Any:
+    return Field(sa_column=Column(JSON, nullable=False))
+
+
+class Person(SQLModel, table=True):
+    """A data subject."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    display_name: str = Field(max_length=200)
+    language: str = Field(max_length=2)
+    birth_date: date | None = None
+    created_at: datetime = _utc()
+
+
+class PersonIdentity(SQLModel, table=True):
+    """An external identity (issuer, subject) a person signs in with."""
+
+    __tablename__ = "person_identity"
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: str = Field(foreign_key="person.id", index=True, max_length=64)
+    issuer: str = Field(max_length=500)
+    subject: str = Field(max_length=500)
+
+
+class Service(SQLModel, table=True):
+    """An integrated service: a data source, a consumer, or both."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    is_source: bool
+    is_consumer: bool
+    organisation: str = Field(max_length=300)
+    contact: str = Field(max_length=300)
+    privacy_notice_url: str = Field(max_length=2000)
+    name: dict[str, str] = _json()
+    description: dict[str, str] = _json()
+    created_at: datetime = _utc()
+
+
+class DataCategory(SQLModel, table=True):
+    """A kind of data that one source service holds."""
+
+    __tablename__ = "data_category"
+
+    code: str = Field(primary_key=True, max_length=100)
+    source_id: str = Field(foreign_key="service.id", index=True, max_length=64)
+    name: dict[str, str] = _json()
+    description: dict[str, str] = _json()
+
+
+class DataField(SQLModel, table=True):
+    """One field of a data category, with its plain-language description."""
+
+    __tablename__ = "data_field"
+
+    category_code: str = Field(foreign_key="data_category.code", primary_key=True, max_length=100)
+    name: str = Field(primary_key=True, max_length=63)
+    description: dict[str, str] = _json()
+    special_category: bool = False
+
+
+class Purpose(SQLModel, table=True):
+    """A purpose of processing, refining a W3C DPV purpose."""
+
+    code: str = Field(primary_key=True, max_length=63)
+    dpv: str = Field(max_length=200)
+    name: dict[str, str] = _json()
+    description: dict[str, str] = _json()
+
+
+class DataAgreement(SQLModel, table=True):
+    """One published, immutable version of what a consumer asks of a source for a purpose."""
+
+    __tablename__ = "data_agreement"
+    __table_args__ = (UniqueConstraint("agreement_id", "version"),)
+
+    pk: int | None = Field(default=None, primary_key=True)
+    agreement_id: str = Field(max_length=64, index=True)
+    version: int
+    consumer_id: str = Field(foreign_key="service.id", max_length=64)
+    source_id: str = Field(foreign_key="service.id", max_length=64)
+    purpose_code: str = Field(foreign_key="purpose.code", max_length=63)
+    lawful_basis: str = Field(max_length=200)
+    retention_days: int
+    max_consent_days: int
+    title: dict[str, str] = _json()
+    published_at: datetime = _utc()
+
+
+class AgreementField(SQLModel, table=True):
+    """A field an agreement version asks for; optional ones the person may leave out."""
+
+    __tablename__ = "agreement_field"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["category_code", "field_name"], ["data_field.category_code", "data_field.name"]
+        ),
+    )
+
+    agreement_pk: int = Field(foreign_key="data_agreement.pk", primary_key=True)
+    category_code: str = Field(primary_key=True, max_length=100)
+    field_name: str = Field(primary_key=True, max_length=63)
+    required: bool
+
+
+class Delegation(SQLModel, table=True):
+    """Person `delegate_id` may act for person `principal_id` within `scope`, in a date window."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    delegate_id: str = Field(foreign_key="person.id", index=True, max_length=64)
+    principal_id: str = Field(foreign_key="person.id", index=True, max_length=64)
+    kind: str = Field(max_length=20)
+    scope: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    valid_from: date
+    valid_until: date
+    created_at: datetime = _utc()
+    ended_at: datetime | None = _utc(default=None)
+
+
+class Consent(SQLModel, table=True):
+    """A person's answer to one agreement version. Changed only together with a ConsentEvent."""
+
+    __table_args__ = (Index("ix_consent_person_agreement", "person_id", "agreement_pk"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    person_id: str = Field(foreign_key="person.id", max_length=64)
+    agreement_pk: int = Field(foreign_key="data_agreement.pk", index=True)
+    status: str = Field(max_length=20)
+    valid_from: datetime = _utc()
+    valid_until: datetime = _utc()
+    given_by_id: str = Field(foreign_key="person.id", max_length=64)
+    actor_role: str = Field(max_length=20)
+    delegation_id: str | None = Field(default=None, foreign_key="delegation.id", max_length=64)
+    created_at: datetime = _utc()
+    updated_at: datetime = _utc()
+
+
+class ConsentField(SQLModel, table=True):
+    """A field the person chose to share under a consent."""
+
+    __tablename__ = "consent_field"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["category_code", "field_name"], ["data_field.category_code", "data_field.name"]
+        ),
+    )
+
+    consent_id: str = Field(foreign_key="consent.id", primary_key=True, max_length=64)
+    category_code: str = Field(primary_key=True, max_length=100)
+    field_name: str = Field(primary_key=True, max_length=63)
+
+
+class ConsentEvent(SQLModel, table=True):
+    """One entry of a consent's append-only history."""
+
+    __tablename__ = "consent_event"
+    __table_args__ = (UniqueConstraint("consent_id", "seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    consent_id: str = Field(foreign_key="consent.id", index=True, max_length=64)
+    seq: int
+    event_type: str = Field(max_length=40)
+    status: str = Field(max_length=20)
+    at: datetime = _utc()
+    # None when the broker itself (expiry) or an operator acted, not a person.
+    actor_id: str | None = Field(default=None, foreign_key="person.id", max_length=64)
+    actor_role: str = Field(max_length=20)
+    note: str = Field(default="", max_length=1000)

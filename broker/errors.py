@@ -22,6 +22,11 @@ class BrokerError(Exception):
         super().__init__(detail)
         self.detail = detail
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the error calls for, if any."""
+        return {}
+
 
 class NotFound(BrokerError):
     """A service, category, purpose, agreement, person or consent does not exist."""
@@ -67,3 +72,37 @@ class NotPermitted(BrokerError):
 
     code = "not-permitted"
     title = "Not permitted"
+
+
+class InsufficientScope(NotPermitted):
+    """The access token is valid but does not grant the scope this needs (RFC 6750)."""
+
+    code = "insufficient-scope"
+    title = "Insufficient scope"
+
+    def __init__(self, detail: str, *, scope: str) -> None:
+        super().__init__(detail)
+        self.scope = scope
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The RFC 6750 challenge naming the missing scope."""
+        return {"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{self.scope}"'}
+
+
+class NotAuthenticated(BrokerError):
+    """The request carries no valid access token (RFC 6750)."""
+
+    code = "unauthenticated"
+    title = "Authentication required"
+
+    def __init__(self, detail: str, *, token_given: bool = True) -> None:
+        super().__init__(detail)
+        self.token_given = token_given
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The RFC 6750 challenge; it names an error only when a token was presented."""
+        if not self.token_given:
+            return {"WWW-Authenticate": 'Bearer realm="omadata"'}
+        return {"WWW-Authenticate": 'Bearer realm="omadata", error="invalid_token"'}

@@ -9,7 +9,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,6 +35,18 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     public_url: str = Field(default="", description="The broker's external base URL.")
     catalogue_page_size: int = Field(default=100, ge=1, le=1000)
+    log_origin: str = Field(
+        default="omadata.localhost/audit/v1",
+        pattern=r"^[^\s+]+$",
+        description="The audit log's name: first line of every checkpoint and the key name.",
+    )
+    keys_dir: Path | None = Field(default=None, description="Signing keys; default data_dir/keys.")
+    key_passphrase: SecretStr | None = Field(
+        default=None, description="Encrypts private keys at rest; required in production."
+    )
+    key_overlap_days: int = Field(default=7, ge=0, le=365)
+    checkpoint_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
+    log_entries_page_size: int = Field(default=1000, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Settings:
@@ -51,6 +63,16 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'broker.sqlite3').as_posix()}"
+
+    @property
+    def api_audience(self) -> str:
+        """The `aud` of access tokens for the broker's own API."""
+        return f"{self.effective_public_url}/v1"
+
+    @property
+    def effective_keys_dir(self) -> Path:
+        """Where the signing keys live: `keys_dir`, or `keys` under `data_dir`."""
+        return self.keys_dir or self.data_dir / "keys"
 
     @property
     def effective_public_url(self) -> str:

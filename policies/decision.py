@@ -40,14 +40,15 @@ def decide(
     Among several permitting consents the one releasing the most requested fields wins (ties go
     to the smallest consent id), so the answer is the same whatever order `consents` come in.
     """
-    best_permit: tuple[int, str, frozenset[str]] | None = None
+    best_permit: tuple[int, str, tuple[str, ...]] | None = None
     best_denial: tuple[int, str] | None = None
 
     for grant in consents:
         outcome = _judge(request, grant, now)
         if isinstance(outcome, frozenset):
-            key = (-len(outcome), grant.consent_id, outcome)
-            if best_permit is None or key[:2] < best_permit[:2]:
+            # The sorted fields end the key so that even two records with one id tie stably.
+            key = (-len(outcome), grant.consent_id, tuple(sorted(outcome)))
+            if best_permit is None or key < best_permit:
                 best_permit = key
         elif outcome is not None:
             denial = (_RANK[outcome], grant.consent_id)
@@ -57,7 +58,10 @@ def decide(
     if best_permit is not None:
         _, consent_id, fields = best_permit
         return ReleaseDecision(
-            permitted=True, reason=DenyReason.PERMITTED, consent_id=consent_id, fields=fields
+            permitted=True,
+            reason=DenyReason.PERMITTED,
+            consent_id=consent_id,
+            fields=frozenset(fields),
         )
     if best_denial is not None:
         rank, consent_id = best_denial

@@ -7,6 +7,7 @@ unreachable server fails those tests; on a laptop they are skipped, with the rea
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -22,7 +23,8 @@ from sqlmodel import SQLModel
 
 from broker.catalogue.files import demo_catalogue_path, read_catalogue
 from broker.catalogue.service import load_catalogue
-from broker.storage import create_db_engine, transaction
+from broker.ledger.sequencer import unit_of_work
+from broker.storage import create_db_engine
 from broker.storage.migrate import upgrade
 
 settings.register_profile(
@@ -88,6 +90,10 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         tables = ", ".join(t.name for t in SQLModel.metadata.sorted_tables)
         with db.begin() as conn:
             conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            conn.execute(
+                text("INSERT INTO log_head (id, size, root) VALUES (1, 0, :root)"),
+                {"root": hashlib.sha256(b"").digest()},
+            )
     yield db
     db.dispose()
 
@@ -95,6 +101,34 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 @pytest.fixture
 def demo(engine: Engine) -> Engine:
     """The database with the demo catalogue, persons and delegations loaded."""
-    with transaction(engine) as session:
-        load_catalogue(session, read_catalogue(demo_catalogue_path()), NOW)
+    with unit_of_work(engine) as (session, log):
+        load_catalogue(session, log, read_catalogue(demo_catalogue_path()), NOW)
     return engine
+
+
+_GUARDED = ("log_leaf", "log_hash", "log_checkpoint")
+
+
+@pytest.fixture
+def unguarded(engine: Engine) -> Iterator[Engine]:
+    """The database with the log's append-only triggers dropped, as a malicious owner would.
+
+    On PostgreSQL the database is shared by the session, so the triggers come back afterwards.
+    """
+    with engine.begin() as conn:
+        for table in _GUARDED:
+            if engine.dialect.name == "sqlite":
+                conn.execute(text(f"DROP TRIGGER {table}_no_update"))
+                conn.execute(text(f"DROP TRIGGER {table}_no_delete"))
+            else:
+                conn.execute(text(f"DROP TRIGGER {table}_append_only ON {table}"))
+    yield engine
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            for table in _GUARDED:
+                conn.execute(
+                    text(
+                        f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+                        f"FOR EACH ROW EXECUTE FUNCTION {table}_append_only()"
+                    )
+                )

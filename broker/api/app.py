@@ -2,27 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from broker import __version__
 from broker.api import problems
-from broker.api.routers import catalogue, health
+from broker.api.routers import catalogue, health, keys, log
+from broker.runtime import Runtime
 from broker.settings import Settings, get_settings
-from broker.storage import create_db_engine
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
-    """A broker app bound to `engine` (default: the one `settings` name)."""
+    """A broker app for `settings`, on `engine` if given; the runtime starts with the app."""
     settings = settings or get_settings()
+    runtime = Runtime.create(settings, engine)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        runtime.start()
+        try:
+            yield
+        finally:
+            runtime.stop()
+
     app = FastAPI(
         title="OmaData consent broker",
         version=__version__,
         description="Consent and personal data broker: catalogue, consents, releases, audit log.",
+        lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.engine = engine or create_db_engine(settings.effective_database_url)
+    app.state.runtime = runtime
     problems.install(app)
-    app.include_router(health.router)
-    app.include_router(catalogue.router)
+    for router in (health.router, catalogue.router, log.router, keys.router):
+        app.include_router(router)
     return app

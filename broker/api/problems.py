@@ -14,7 +14,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from broker.errors import BrokerError, Conflict, InvalidInput, NotFound, NotPermitted
+from broker.errors import (
+    BrokerError,
+    Conflict,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    NotPermitted,
+)
+from broker.ledger.errors import LogError
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -23,6 +31,8 @@ _STATUS: list[tuple[type[BrokerError], int]] = [
     (Conflict, 409),
     (InvalidInput, 422),
     (NotPermitted, 403),
+    (NotAuthenticated, 401),
+    (LogError, 503),
 ]
 
 _log = logging.getLogger(__name__)
@@ -57,7 +67,11 @@ def install(app: FastAPI) -> None:
         problems = getattr(exc, "problems", None)
         if problems:
             extra["problems"] = problems
-        return problem(status_of(exc), exc.code, exc.title, exc.detail, request.url.path, **extra)
+        response = problem(
+            status_of(exc), exc.code, exc.title, exc.detail, request.url.path, **extra
+        )
+        response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

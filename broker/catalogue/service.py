@@ -23,6 +23,8 @@ from broker.catalogue.schema import (
 )
 from broker.catalogue.views import AgreementView, CategoryView, PurposeView, ServiceView
 from broker.errors import CatalogueInvalid, Conflict, InvalidInput, NotFound
+from broker.ledger.events import EventType, LogRecord
+from broker.ledger.sequencer import LogAppender
 from broker.people import service as people
 from broker.storage.tables import (
     AgreementField,
@@ -53,7 +55,9 @@ class LoadReport:
         return bool(self.created or self.updated)
 
 
-def load_catalogue(session: Session, catalogue: CatalogueFile, now: datetime) -> LoadReport:
+def load_catalogue(
+    session: Session, log: LogAppender, catalogue: CatalogueFile, now: datetime
+) -> LoadReport:
     """Store everything in `catalogue`; idempotent, and all or nothing on any inconsistency.
 
     Descriptive texts of services, categories and purposes may change; a category may gain
@@ -70,7 +74,7 @@ def load_catalogue(session: Session, catalogue: CatalogueFile, now: datetime) ->
     session.flush()
     for agreement in sorted(catalogue.agreements, key=lambda a: (a.id, a.version)):
         try:
-            outcome = _publish_or_match(session, agreement, now)
+            outcome = _publish_or_match(session, log, agreement, now)
         except (InvalidInput, Conflict, NotFound) as exc:
             problems.append(exc.detail)
             continue
@@ -93,7 +97,9 @@ def load_catalogue(session: Session, catalogue: CatalogueFile, now: datetime) ->
     return report
 
 
-def publish_agreement(session: Session, spec: AgreementSpec, now: datetime) -> DataAgreement:
+def publish_agreement(
+    session: Session, log: LogAppender, spec: AgreementSpec, now: datetime
+) -> DataAgreement:
     """Publish a new agreement version; it must be exactly one above the latest version."""
     latest = repo.latest_version(session, spec.id)
     if spec.version != latest + 1:
@@ -128,6 +134,24 @@ def publish_agreement(session: Session, spec: AgreementSpec, now: datetime) -> D
                 )
             )
     session.flush()
+    log.append(
+        LogRecord(
+            type=EventType.AGREEMENT_PUBLISHED,
+            at=now,
+            attributes={
+                "agreement": spec.id,
+                "agreement_version": spec.version,
+                "consumer": spec.consumer,
+                "source": spec.source,
+                "purpose": spec.purpose,
+                "lawful_basis": str(spec.lawful_basis),
+                "retention_days": spec.retention_days,
+                "max_consent_days": spec.max_consent_days,
+                "required": sorted(f"{i.category}.{f}" for i in spec.items for f in i.required),
+                "optional": sorted(f"{i.category}.{f}" for i in spec.items for f in i.optional),
+            },
+        )
+    )
     return row
 
 
@@ -285,11 +309,13 @@ def _upsert_purpose(session: Session, spec: PurposeSpec, report: LoadReport) -> 
         report.count("unchanged", "purpose")
 
 
-def _publish_or_match(session: Session, spec: AgreementSpec, now: datetime) -> str:
+def _publish_or_match(
+    session: Session, log: LogAppender, spec: AgreementSpec, now: datetime
+) -> str:
     """Publish `spec`, or confirm it is already published exactly so; never alter a version."""
     stored = repo.get_agreement(session, spec.id, spec.version)
     if stored is None:
-        publish_agreement(session, spec, now)
+        publish_agreement(session, log, spec, now)
         return "created"
     if _canonical(_spec_of(session, stored)) != _canonical(spec):
         raise Conflict(

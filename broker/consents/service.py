@@ -18,6 +18,8 @@ from broker.catalogue import repository as catalogue
 from broker.catalogue.schema import DelegationKind, DelegationScope
 from broker.consents import repository as repo
 from broker.errors import Conflict, ConsentNotActive, InvalidInput, NotFound, NotPermitted
+from broker.ledger.events import EventType, LogRecord, timestamp
+from broker.ledger.sequencer import LogAppender
 from broker.people import service as people
 from broker.storage.tables import Consent, ConsentField, DataAgreement
 from policies import (
@@ -82,6 +84,7 @@ class ConsentRecord(BaseModel):
 
 def give_consent(
     session: Session,
+    log: LogAppender,
     *,
     person_id: str,
     agreement_id: str,
@@ -138,20 +141,22 @@ def give_consent(
         session.add(
             ConsentField(consent_id=consent.id, category_code=ref.category, field_name=ref.field)
         )
-    repo.append_event(
+    return _change(
         session,
+        log,
         consent,
-        event_type=ConsentEventType.GIVEN,
-        status=ConsentStatus.GIVEN,
-        at=now,
+        agreement,
+        ConsentEventType.GIVEN,
+        ConsentStatus.GIVEN,
+        now=now,
         actor_id=actor_id,
-        actor_role=role,
+        role=role,
     )
-    return _record(session, consent, agreement, now)
 
 
 def refuse_consent(
     session: Session,
+    log: LogAppender,
     *,
     person_id: str,
     agreement_id: str,
@@ -178,55 +183,66 @@ def refuse_consent(
     )
     session.add(consent)
     session.flush()
-    repo.append_event(
+    return _change(
         session,
+        log,
         consent,
-        event_type=ConsentEventType.REFUSED,
-        status=ConsentStatus.REFUSED,
-        at=now,
+        agreement,
+        ConsentEventType.REFUSED,
+        ConsentStatus.REFUSED,
+        now=now,
         actor_id=actor_id,
-        actor_role=role,
+        role=role,
     )
-    return _record(session, consent, agreement, now)
 
 
 def withdraw_consent(
-    session: Session, *, consent_id: str, actor_id: str, now: datetime, note: str = ""
+    session: Session,
+    log: LogAppender,
+    *,
+    consent_id: str,
+    actor_id: str,
+    now: datetime,
+    note: str = "",
 ) -> ConsentRecord:
     """The person (or someone acting for them) withdraws an active consent, from `now` on."""
     consent, agreement = _locked(session, consent_id)
     role, _ = _actor_for(session, consent.person_id, actor_id, now)
     _require_active(consent, agreement, now)
-    repo.append_event(
+    return _change(
         session,
+        log,
         consent,
-        event_type=ConsentEventType.WITHDRAWN,
-        status=ConsentStatus.WITHDRAWN,
-        at=now,
+        agreement,
+        ConsentEventType.WITHDRAWN,
+        ConsentStatus.WITHDRAWN,
+        now=now,
         actor_id=actor_id,
-        actor_role=role,
+        role=role,
         note=note,
     )
-    return _record(session, consent, agreement, now)
 
 
-def revoke_consent(session: Session, *, consent_id: str, now: datetime, note: str) -> ConsentRecord:
+def revoke_consent(
+    session: Session, log: LogAppender, *, consent_id: str, now: datetime, note: str
+) -> ConsentRecord:
     """An operator ends an active consent on the controller's side (DPV ConsentRevoked)."""
     if not note.strip():
         raise InvalidInput("Say why the consent is revoked; the person will see it.")
     consent, agreement = _locked(session, consent_id)
     _require_active(consent, agreement, now)
-    repo.append_event(
+    return _change(
         session,
+        log,
         consent,
-        event_type=ConsentEventType.REVOKED,
-        status=ConsentStatus.REVOKED,
-        at=now,
+        agreement,
+        ConsentEventType.REVOKED,
+        ConsentStatus.REVOKED,
+        now=now,
         actor_id=None,
-        actor_role=ActorRole.OPERATOR,
+        role=ActorRole.OPERATOR,
         note=note.strip(),
     )
-    return _record(session, consent, agreement, now)
 
 
 def get_consent(session: Session, consent_id: str, now: datetime) -> ConsentRecord:
@@ -270,6 +286,55 @@ def _grant(
         valid_from=consent.valid_from,
         valid_until=consent.valid_until,
     )
+
+
+def _change(
+    session: Session,
+    log: LogAppender,
+    consent: Consent,
+    agreement: DataAgreement,
+    event_type: ConsentEventType,
+    status: ConsentStatus,
+    *,
+    now: datetime,
+    actor_id: str | None,
+    role: ActorRole,
+    note: str = "",
+) -> ConsentRecord:
+    """Change the consent's status with its history event and its log entry, all in this unit."""
+    repo.append_event(
+        session,
+        consent,
+        event_type=event_type,
+        status=status,
+        at=now,
+        actor_id=actor_id,
+        actor_role=role,
+        note=note,
+    )
+    record = _record(session, consent, agreement, now)
+    log.append(
+        LogRecord(
+            type=EventType(event_type.value),
+            at=now,
+            person_id=consent.person_id,
+            consent_id=consent.id,
+            attributes={
+                "consent": consent.id,
+                "agreement": agreement.agreement_id,
+                "agreement_version": agreement.version,
+                "consumer": agreement.consumer_id,
+                "source": agreement.source_id,
+                "purpose": agreement.purpose_code,
+                "fields": [f"{f.category}.{f.field}" for f in record.fields],
+                "status": status.value,
+                "actor_role": role.value,
+                "valid_until": timestamp(consent.valid_until),
+            },
+            private={"actor_id": actor_id, "note": note},
+        )
+    )
+    return record
 
 
 def _record(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
 
@@ -14,6 +15,15 @@ def alembic_config(engine: Engine) -> Config:
     config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
     config.attributes["engine"] = engine
     return config
+
+
+def head_revision() -> str:
+    """The newest migration shipped with this version of the broker."""
+    config = Config()
+    config.set_main_option("script_location", "broker:migrations")
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

@@ -9,10 +9,18 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKeyConstraint, Index, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKeyConstraint,
+    Index,
+    LargeBinary,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
-from broker.storage.types import UTCDateTime
+from broker.storage.types import LogIndex, UTCDateTime
 
 
 def _utc(**kwargs: Any) -> Any:
@@ -188,3 +196,70 @@ class ConsentEvent(SQLModel, table=True):
     actor_id: str | None = Field(default=None, foreign_key="person.id", max_length=64)
     actor_role: str = Field(max_length=20)
     note: str = Field(default="", max_length=1000)
+
+
+class LogLeaf(SQLModel, table=True):
+    """One audit-log entry: the exact canonical-JSON bytes that were hashed. Never rewritten."""
+
+    __tablename__ = "log_leaf"
+
+    idx: int = Field(primary_key=True, sa_type=LogIndex, sa_column_kwargs={"autoincrement": False})
+    leaf: bytes = Field(sa_type=LargeBinary)
+
+
+class LogHash(SQLModel, table=True):
+    """A stored Merkle hash, by tlog stored-hash index: leaf hashes and completed subtrees."""
+
+    __tablename__ = "log_hash"
+
+    id: int = Field(primary_key=True, sa_type=LogIndex, sa_column_kwargs={"autoincrement": False})
+    hash: bytes = Field(sa_type=LargeBinary)
+
+
+class LogHead(SQLModel, table=True):
+    """The single row that says how big the log is; writers lock it to sequence appends."""
+
+    __tablename__ = "log_head"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    size: int = Field(sa_type=BigInteger)
+    root: bytes = Field(sa_type=LargeBinary)
+
+
+class LogCheckpoint(SQLModel, table=True):
+    """A signed checkpoint (C2SP signed note) of the log at one size."""
+
+    __tablename__ = "log_checkpoint"
+
+    size: int = Field(primary_key=True, sa_type=LogIndex, sa_column_kwargs={"autoincrement": False})
+    root: bytes = Field(sa_type=LargeBinary)
+    note: bytes = Field(sa_type=LargeBinary)
+    signed_at: datetime = _utc()
+
+
+class LogEvent(SQLModel, table=True):
+    """The full record behind one log entry, for the broker's own queries; may name the person."""
+
+    __tablename__ = "log_event"
+
+    idx: int = Field(
+        primary_key=True,
+        foreign_key="log_leaf.idx",
+        sa_type=LogIndex,
+        sa_column_kwargs={"autoincrement": False},
+    )
+    event_type: str = Field(max_length=40, index=True)
+    at: datetime = _utc()
+    person_id: str | None = Field(default=None, foreign_key="person.id", index=True, max_length=64)
+    consent_id: str | None = Field(default=None, index=True, max_length=64)
+    record: dict[str, Any] = _json()
+
+
+class PersonSecret(SQLModel, table=True):
+    """The per-person key of the log tags; deleting it unlinks the person from their entries."""
+
+    __tablename__ = "person_secret"
+
+    person_id: str = Field(primary_key=True, foreign_key="person.id", max_length=64)
+    secret: bytes = Field(sa_type=LargeBinary)
+    created_at: datetime = _utc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,8 +14,8 @@ from broker.settings import Settings
 
 
 @pytest.fixture
-def client(demo: Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(), engine=demo)) as test_client:
+def client(demo: Engine, tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(data_dir=tmp_path), engine=demo)) as test_client:
         yield test_client
 
 
@@ -117,13 +118,20 @@ def test_the_openapi_document_lists_exactly_the_public_operations(client: TestCl
         "/v1/purposes",
         "/v1/agreements",
         "/v1/agreements/{agreement_id}",
+        "/v1/log/checkpoint",
+        "/v1/log/key",
+        "/v1/log/keys",
+        "/v1/log/proofs/inclusion",
+        "/v1/log/proofs/consistency",
+        "/v1/log/entries",
+        "/.well-known/jwks.json",
     }
 
 
 def test_an_unexpected_failure_is_a_plain_500_problem_without_internals(
-    demo: Engine,
+    demo: Engine, tmp_path: Path
 ) -> None:
-    app = create_app(Settings(), engine=demo)
+    app = create_app(Settings(data_dir=tmp_path), engine=demo)
 
     @app.get("/boom")
     def boom() -> None:

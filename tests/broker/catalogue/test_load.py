@@ -14,6 +14,7 @@ from broker.catalogue.files import demo_catalogue_path, parse_catalogue
 from broker.catalogue.schema import CatalogueFile
 from broker.catalogue.service import get_agreement, load_catalogue
 from broker.errors import CatalogueInvalid
+from broker.ledger.sequencer import unit_of_work
 from broker.storage import transaction
 from tests.conftest import NOW
 
@@ -33,8 +34,8 @@ def _row_counts(engine: Engine) -> dict[str, int]:
 
 
 def _load(engine: Engine, data: dict[str, Any]) -> None:
-    with transaction(engine) as session:
-        load_catalogue(session, CatalogueFile.model_validate(data), NOW)
+    with unit_of_work(engine) as (session, log):
+        load_catalogue(session, log, CatalogueFile.model_validate(data), NOW)
 
 
 def test_the_demo_catalogue_loads_every_kind_of_entity(engine: Engine) -> None:
@@ -51,8 +52,8 @@ def test_the_demo_catalogue_loads_every_kind_of_entity(engine: Engine) -> None:
 def test_loading_the_same_file_twice_changes_nothing(engine: Engine) -> None:
     _load(engine, _demo_data())
     before = _row_counts(engine)
-    with transaction(engine) as session:
-        report = load_catalogue(session, CatalogueFile.model_validate(_demo_data()), NOW)
+    with unit_of_work(engine) as (session, log):
+        report = load_catalogue(session, log, CatalogueFile.model_validate(_demo_data()), NOW)
     assert not report.changed_anything
     assert report.unchanged["agreement"] == 4
     assert _row_counts(engine) == before
@@ -169,6 +170,6 @@ def test_texts_may_be_corrected_and_the_load_says_so(engine: Engine) -> None:
     data = _demo_data()
     _load(engine, data)
     data["services"][0]["name"]["en"] = "A better name"
-    with transaction(engine) as session:
-        report = load_catalogue(session, CatalogueFile.model_validate(data), NOW)
+    with unit_of_work(engine) as (session, log):
+        report = load_catalogue(session, log, CatalogueFile.model_validate(data), NOW)
     assert report.updated == {"service": 1}

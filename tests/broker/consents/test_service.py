@@ -13,6 +13,7 @@ from broker.catalogue.schema import AgreementSpec
 from broker.catalogue.service import publish_agreement
 from broker.consents import service as consents
 from broker.errors import Conflict, ConsentNotActive, InvalidInput, NotFound, NotPermitted
+from broker.ledger.sequencer import unit_of_work
 from broker.storage import transaction
 from broker.storage.tables import Consent, ConsentEvent
 from policies import ActorRole, ConsentStatus, DenyReason, FieldRef, ReleaseRequest
@@ -34,9 +35,10 @@ def _lab_request(person: str, fields: frozenset[str] | None = None) -> ReleaseRe
 
 
 def test_aino_consents_to_the_selfcare_app_and_it_may_read_her_lab_results(demo: Engine) -> None:
-    with transaction(demo) as session:
+    with unit_of_work(demo) as (session, log):
         record = consents.give_consent(
             session,
+            log,
             person_id=AINO,
             agreement_id="selfcare-labs-medications",
             actor_id=AINO,
@@ -61,9 +63,10 @@ def test_leaving_out_an_optional_field_means_it_is_never_released(demo: Engine) 
     chosen = [FieldRef(LABS, f) for f in required] + [
         FieldRef("health.medications", f) for f in ("medication_name", "dosage")
     ]
-    with transaction(demo) as session:
+    with unit_of_work(demo) as (session, log):
         consents.give_consent(
             session,
+            log,
             person_id=AINO,
             agreement_id="selfcare-labs-medications",
             fields=chosen,
@@ -76,9 +79,10 @@ def test_leaving_out_an_optional_field_means_it_is_never_released(demo: Engine) 
 
 
 def test_required_fields_cannot_be_left_out(demo: Engine) -> None:
-    with pytest.raises(InvalidInput, match="required"), transaction(demo) as session:
+    with pytest.raises(InvalidInput, match="required"), unit_of_work(demo) as (session, log):
         consents.give_consent(
             session,
+            log,
             person_id=AINO,
             agreement_id="selfcare-labs-medications",
             fields=[FieldRef(LABS, "value")],
@@ -88,9 +92,13 @@ def test_required_fields_cannot_be_left_out(demo: Engine) -> None:
 
 
 def test_fields_outside_the_agreement_cannot_be_granted(demo: Engine) -> None:
-    with pytest.raises(InvalidInput, match="does not ask for"), transaction(demo) as session:
+    with (
+        pytest.raises(InvalidInput, match="does not ask for"),
+        unit_of_work(demo) as (session, log),
+    ):
         consents.give_consent(
             session,
+            log,
             person_id=AINO,
             agreement_id="selfcare-immunisations",
             fields=[FieldRef(LABS, "value")],
@@ -100,9 +108,10 @@ def test_fields_outside_the_agreement_cannot_be_granted(demo: Engine) -> None:
 
 
 def test_a_consent_cannot_outlast_the_agreement_maximum(demo: Engine) -> None:
-    with pytest.raises(InvalidInput, match="1 to 365 days"), transaction(demo) as session:
+    with pytest.raises(InvalidInput, match="1 to 365 days"), unit_of_work(demo) as (session, log):
         consents.give_consent(
             session,
+            log,
             person_id=AINO,
             agreement_id="selfcare-labs-medications",
             actor_id=AINO,
@@ -112,18 +121,19 @@ def test_a_consent_cannot_outlast_the_agreement_maximum(demo: Engine) -> None:
 
 
 def test_withdrawal_stops_the_next_release_and_is_kept_in_the_history(demo: Engine) -> None:
-    with transaction(demo) as session:
+    with unit_of_work(demo) as (session, log):
         given = consents.give_consent(
             session,
+            log,
             person_id=AINO,
             agreement_id="selfcare-labs-medications",
             actor_id=AINO,
             now=NOW,
         )
     later = NOW + timedelta(minutes=5)
-    with transaction(demo) as session:
+    with unit_of_work(demo) as (session, log):
         withdrawn = consents.withdraw_consent(
-            session, consent_id=given.id, actor_id=AINO, now=later, note="I stopped using it"
+            session, log, consent_id=given.id, actor_id=AINO, now=later, note="I stopped using it"
         )
     assert withdrawn.status is ConsentStatus.WITHDRAWN
     assert [e.status for e in withdrawn.history] == [ConsentStatus.GIVEN, ConsentStatus.WITHDRAWN]
@@ -132,14 +142,15 @@ def test_withdrawal_stops_the_next_release_and_is_kept_in_the_history(demo: Engi
         decision = consents.decide_release(session, _lab_request(AINO), later)
     assert not decision.permitted
     assert decision.reason is DenyReason.CONSENT_WITHDRAWN
-    with pytest.raises(ConsentNotActive), transaction(demo) as session:
-        consents.withdraw_consent(session, consent_id=given.id, actor_id=AINO, now=later)
+    with pytest.raises(ConsentNotActive), unit_of_work(demo) as (session, log):
+        consents.withdraw_consent(session, log, consent_id=given.id, actor_id=AINO, now=later)
 
 
 def test_an_expired_consent_denies_without_any_background_task(demo: Engine) -> None:
-    with transaction(demo) as session:
+    with unit_of_work(demo) as (session, log):
         consents.give_consent(
             session,
+            log,
             person_id=AINO,
             agreement_id="selfcare-labs-medications",
             actor_id=AINO,
@@ -154,9 +165,10 @@ def test_an_expired_consent_denies_without_any_background_task(demo: Engine) -> 
 
 
 def test_a_refusal_is_recorded_and_grants_nothing(demo: Engine) -> None:
-    with transaction(demo) as session:
+    with unit_of_work(demo) as (session, log):
         record = consents.refuse_consent(
             session,
+            log,
             person_id=AINO,
             agreement_id="selfcare-labs-medications",
             actor_id=AINO,
@@ -169,9 +181,10 @@ def test_a_refusal_is_recorded_and_grants_nothing(demo: Engine) -> None:
 
 
 def test_a_guardian_consents_for_the_child_and_the_record_says_so(demo: Engine) -> None:
-    with transaction(demo) as session:
+    with unit_of_work(demo) as (session, log):
         record = consents.give_consent(
             session,
+            log,
             person_id=EELIS,
             agreement_id="selfcare-immunisations",
             actor_id=MATTI,
@@ -187,9 +200,10 @@ def test_a_guardian_consents_for_the_child_and_the_record_says_so(demo: Engine) 
 
 
 def test_a_mandate_to_view_does_not_allow_consenting(demo: Engine) -> None:
-    with pytest.raises(NotPermitted), transaction(demo) as session:
+    with pytest.raises(NotPermitted), unit_of_work(demo) as (session, log):
         consents.give_consent(
             session,
+            log,
             person_id=AINO,
             agreement_id="selfcare-immunisations",
             actor_id=KARIN,
@@ -198,25 +212,27 @@ def test_a_mandate_to_view_does_not_allow_consenting(demo: Engine) -> None:
 
 
 def test_a_stranger_cannot_withdraw_someone_elses_consent(demo: Engine) -> None:
-    with transaction(demo) as session:
+    with unit_of_work(demo) as (session, log):
         given = consents.give_consent(
             session,
+            log,
             person_id=AINO,
             agreement_id="selfcare-immunisations",
             actor_id=AINO,
             now=NOW,
         )
-    with pytest.raises(NotPermitted), transaction(demo) as session:
-        consents.withdraw_consent(session, consent_id=given.id, actor_id=MATTI, now=NOW)
+    with pytest.raises(NotPermitted), unit_of_work(demo) as (session, log):
+        consents.withdraw_consent(session, log, consent_id=given.id, actor_id=MATTI, now=NOW)
     with transaction(demo, readonly=True) as session:
         assert consents.get_consent(session, given.id, NOW).status is ConsentStatus.GIVEN
 
 
 def test_a_guardianship_ends_when_the_child_comes_of_age(demo: Engine) -> None:
     adulthood = NOW.replace(year=2034, month=3, day=14)
-    with pytest.raises(NotPermitted), transaction(demo) as session:
+    with pytest.raises(NotPermitted), unit_of_work(demo) as (session, log):
         consents.give_consent(
             session,
+            log,
             person_id=EELIS,
             agreement_id="selfcare-immunisations",
             actor_id=MATTI,
@@ -225,17 +241,22 @@ def test_a_guardianship_ends_when_the_child_comes_of_age(demo: Engine) -> None:
 
 
 def test_one_active_consent_per_agreement(demo: Engine) -> None:
-    with transaction(demo) as session:
+    with unit_of_work(demo) as (session, log):
         consents.give_consent(
             session,
+            log,
             person_id=AINO,
             agreement_id="selfcare-immunisations",
             actor_id=AINO,
             now=NOW,
         )
-    with pytest.raises(Conflict, match="already an active consent"), transaction(demo) as session:
+    with (
+        pytest.raises(Conflict, match="already an active consent"),
+        unit_of_work(demo) as (session, log),
+    ):
         consents.give_consent(
             session,
+            log,
             person_id=AINO,
             agreement_id="selfcare-immunisations",
             actor_id=AINO,
@@ -244,9 +265,10 @@ def test_one_active_consent_per_agreement(demo: Engine) -> None:
 
 
 def test_a_new_agreement_version_never_widens_an_existing_consent(demo: Engine) -> None:
-    with transaction(demo) as session:
+    with unit_of_work(demo) as (session, log):
         given = consents.give_consent(
             session,
+            log,
             person_id=AINO,
             agreement_id="selfcare-immunisations",
             fields=None,
@@ -261,8 +283,8 @@ def test_a_new_agreement_version_never_widens_an_existing_consent(demo: Engine) 
     wider = spec.model_dump()
     wider["version"] = 2
     wider["items"].append({"category": LABS, "required": ["value"], "optional": []})
-    with transaction(demo) as session:
-        publish_agreement(session, AgreementSpec.model_validate(wider), NOW)
+    with unit_of_work(demo) as (session, log):
+        publish_agreement(session, log, AgreementSpec.model_validate(wider), NOW)
     with transaction(demo, readonly=True) as session:
         record = consents.get_consent(session, given.id, NOW)
         decision = consents.decide_release(
@@ -282,28 +304,30 @@ def test_a_new_agreement_version_never_widens_an_existing_consent(demo: Engine) 
 
 
 def test_revocation_by_an_operator_needs_a_reason_and_ends_the_consent(demo: Engine) -> None:
-    with transaction(demo) as session:
+    with unit_of_work(demo) as (session, log):
         given = consents.give_consent(
             session,
+            log,
             person_id=AINO,
             agreement_id="selfcare-immunisations",
             actor_id=AINO,
             now=NOW,
         )
-    with pytest.raises(InvalidInput), transaction(demo) as session:
-        consents.revoke_consent(session, consent_id=given.id, now=NOW, note=" ")
-    with transaction(demo) as session:
+    with pytest.raises(InvalidInput), unit_of_work(demo) as (session, log):
+        consents.revoke_consent(session, log, consent_id=given.id, now=NOW, note=" ")
+    with unit_of_work(demo) as (session, log):
         revoked = consents.revoke_consent(
-            session, consent_id=given.id, now=NOW, note="The app lost its licence."
+            session, log, consent_id=given.id, now=NOW, note="The app lost its licence."
         )
     assert revoked.status is ConsentStatus.REVOKED
     assert revoked.history[-1].actor_role is ActorRole.OPERATOR
 
 
 def test_a_failed_give_leaves_no_half_written_consent(demo: Engine) -> None:
-    with pytest.raises(InvalidInput), transaction(demo) as session:
+    with pytest.raises(InvalidInput), unit_of_work(demo) as (session, log):
         consents.give_consent(
             session,
+            log,
             person_id=AINO,
             agreement_id="selfcare-labs-medications",
             fields=[FieldRef(LABS, "value")],
@@ -316,24 +340,26 @@ def test_a_failed_give_leaves_no_half_written_consent(demo: Engine) -> None:
 
 
 def test_unknown_people_and_agreements_are_named_in_the_error(demo: Engine) -> None:
-    with pytest.raises(NotFound, match="nobody"), transaction(demo) as session:
+    with pytest.raises(NotFound, match="nobody"), unit_of_work(demo) as (session, log):
         consents.give_consent(
             session,
+            log,
             person_id="nobody",
             agreement_id="selfcare-immunisations",
             actor_id="nobody",
             now=NOW,
         )
-    with pytest.raises(NotFound, match="no-such"), transaction(demo) as session:
+    with pytest.raises(NotFound, match="no-such"), unit_of_work(demo) as (session, log):
         consents.give_consent(
-            session, person_id=AINO, agreement_id="no-such", actor_id=AINO, now=NOW
+            session, log, person_id=AINO, agreement_id="no-such", actor_id=AINO, now=NOW
         )
 
 
 def test_list_shows_each_consent_with_its_history(demo: Engine) -> None:
-    with transaction(demo) as session:
+    with unit_of_work(demo) as (session, log):
         first = consents.give_consent(
             session,
+            log,
             person_id=AINO,
             agreement_id="selfcare-immunisations",
             actor_id=AINO,
@@ -341,13 +367,14 @@ def test_list_shows_each_consent_with_its_history(demo: Engine) -> None:
         )
         consents.refuse_consent(
             session,
+            log,
             person_id=AINO,
             agreement_id="research-diagnoses",
             actor_id=AINO,
             now=NOW + timedelta(seconds=1),
         )
         consents.withdraw_consent(
-            session, consent_id=first.id, actor_id=AINO, now=NOW + timedelta(seconds=2)
+            session, log, consent_id=first.id, actor_id=AINO, now=NOW + timedelta(seconds=2)
         )
     with transaction(demo, readonly=True) as session:
         listed = consents.list_consents(session, AINO, NOW + timedelta(seconds=3))

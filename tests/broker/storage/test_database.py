@@ -12,22 +12,25 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import SQLModel, select
 
 from broker.consents.service import give_consent
+from broker.ledger.sequencer import unit_of_work
 from broker.storage import transaction
-from broker.storage.migrate import current_revision, upgrade
+from broker.storage.migrate import current_revision, head_revision, upgrade
 from broker.storage.tables import ConsentEvent, Person, Service
 from tests.conftest import NOW
+
+HEAD = head_revision()
 
 
 def test_migrations_build_exactly_the_declared_tables(engine: Engine) -> None:
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diff == []
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == HEAD
 
 
 def test_upgrade_twice_is_harmless(engine: Engine) -> None:
     upgrade(engine)
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == HEAD
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(engine: Engine) -> None:
@@ -69,9 +72,10 @@ def test_a_failed_transaction_leaves_nothing(engine: Engine) -> None:
 
 
 def test_consent_history_is_append_only_in_the_database(demo: Engine) -> None:
-    with transaction(demo) as session:
+    with unit_of_work(demo) as (session, log):
         give_consent(
             session,
+            log,
             person_id="aino-virtanen",
             agreement_id="selfcare-immunisations",
             actor_id="aino-virtanen",

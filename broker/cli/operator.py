@@ -1,81 +1,34 @@
-"""The `broker` command: serve, migrate, load the catalogue, and operator actions.
+"""Operator commands: serve, migrate, load the catalogue, add persons, record consents.
 
-Each command opens one transaction and calls one service function; domain errors are printed
-once, here, and give exit status 1.
+Each command opens one transaction and calls one service function.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from pydantic import BaseModel
-from rich.console import Console
-from sqlmodel import Session
 
 from broker.catalogue import service as catalogue_service
 from broker.catalogue.files import demo_catalogue_path, read_catalogue
+from broker.cli._common import engine, err, logged_unit, now, print_json, run
 from broker.consents import service as consents
-from broker.errors import BrokerError, CatalogueInvalid
+from broker.errors import CatalogueInvalid
+from broker.ledger.signer import CheckpointSigner
 from broker.people import service as people
+from broker.runtime import open_keystore
 from broker.settings import get_settings
-from broker.storage import create_db_engine, transaction
 from broker.storage import migrate as migrations
+from broker.storage import transaction
 from policies import FieldRef
 
-app = typer.Typer(help="OmaData consent broker.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 catalogue_app = typer.Typer(help="The service catalogue.", no_args_is_help=True)
 person_app = typer.Typer(help="Persons (data subjects).", no_args_is_help=True)
 consent_app = typer.Typer(help="Consents, for operators.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-app.add_typer(catalogue_app, name="catalogue")
-app.add_typer(person_app, name="person")
-app.add_typer(consent_app, name="consent")
-
-_err = Console(stderr=True)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-@contextmanager
-def _unit_of_work() -> Iterator[Session]:
-    engine = create_db_engine(get_settings().effective_database_url)
-    try:
-        with transaction(engine) as session:
-            yield session
-    finally:
-        engine.dispose()
-
-
-def _print_json(value: Any) -> None:
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
-
-
-def _run(action: Callable[[], None]) -> None:
-    try:
-        action()
-    except CatalogueInvalid as exc:
-        _err.print(f"[bold red]Error:[/] {exc.detail}", highlight=False)
-        for problem in exc.problems:
-            _err.print(f"  - {problem}", highlight=False, markup=False)
-        raise typer.Exit(1) from None
-    except BrokerError as exc:
-        _err.print(f"[bold red]Error:[/] {exc.detail}", highlight=False)
-        raise typer.Exit(1) from None
-
-
-@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
@@ -97,12 +50,9 @@ def serve(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration."""
-    engine = create_db_engine(get_settings().effective_database_url)
-    try:
-        migrations.upgrade(engine)
-        _err.print(f"Database at revision {migrations.current_revision(engine)}.")
-    finally:
-        engine.dispose()
+    with engine() as db:
+        migrations.upgrade(db)
+        err.print(f"Database at revision {migrations.current_revision(db)}.")
 
 
 @catalogue_app.command("load")
@@ -116,20 +66,20 @@ def catalogue_load(
 ) -> None:
     """Load services, categories, purposes and agreements: all of the file, or nothing."""
     if (file is None) == (not demo):
-        _err.print("Give a FILE or --demo.")
+        err.print("Give a FILE or --demo.")
         raise typer.Exit(2)
     path = demo_catalogue_path() if demo else file
     assert path is not None
 
     def action() -> None:
         spec = read_catalogue(path)
-        with _unit_of_work() as session:
-            report = catalogue_service.load_catalogue(session, spec, _now())
-        _print_json(
+        with logged_unit() as (session, log):
+            report = catalogue_service.load_catalogue(session, log, spec, now())
+        print_json(
             {"created": report.created, "updated": report.updated, "unchanged": report.unchanged}
         )
 
-    _run(action)
+    run(action)
 
 
 @person_app.command("add")
@@ -150,13 +100,13 @@ def person_add(
             if not sep or not issuer or not subject:
                 raise CatalogueInvalid(f"--identity must be ISSUER=SUBJECT, not {item!r}.")
             pairs.append((issuer, subject))
-        with _unit_of_work() as session:
+        with logged_unit() as (session, _):
             person = people.add_person(
-                session, display_name=name, language=language, identities=pairs, now=_now()
+                session, display_name=name, language=language, identities=pairs, now=now()
             )
-            _print_json({"id": person.id, "display_name": person.display_name})
+            print_json({"id": person.id, "display_name": person.display_name})
 
-    _run(action)
+    run(action)
 
 
 def _field_refs(fields: list[str] | None) -> list[FieldRef] | None:
@@ -190,20 +140,21 @@ def consent_give(
     """Record a consent given by the person or someone entitled to act for them."""
 
     def action() -> None:
-        with _unit_of_work() as session:
+        with logged_unit() as (session, log):
             record = consents.give_consent(
                 session,
+                log,
                 person_id=person,
                 agreement_id=agreement,
                 version=version,
                 fields=_field_refs(field),
                 actor_id=actor or person,
-                now=_now(),
+                now=now(),
                 valid_days=days,
             )
-            _print_json(record)
+            print_json(record)
 
-    _run(action)
+    run(action)
 
 
 @consent_app.command("withdraw")
@@ -215,13 +166,13 @@ def consent_withdraw(
     """Withdraw an active consent on the person's behalf."""
 
     def action() -> None:
-        with _unit_of_work() as session:
+        with logged_unit() as (session, log):
             record = consents.withdraw_consent(
-                session, consent_id=consent_id, actor_id=actor, now=_now(), note=note
+                session, log, consent_id=consent_id, actor_id=actor, now=now(), note=note
             )
-            _print_json(record)
+            print_json(record)
 
-    _run(action)
+    run(action)
 
 
 @consent_app.command("list")
@@ -229,12 +180,41 @@ def consent_list(person: Annotated[str, typer.Argument(help="The person.")]) -> 
     """List a person's consents with their history."""
 
     def action() -> None:
-        with _unit_of_work() as session:
-            records = consents.list_consents(session, person, _now())
-            _print_json([r.model_dump(mode="json") for r in records])
+        with engine() as db, transaction(db, readonly=True) as session:
+            records = consents.list_consents(session, person, now())
+            print_json([r.model_dump(mode="json") for r in records])
 
-    _run(action)
+    run(action)
 
 
-if __name__ == "__main__":
-    app()
+log_app = typer.Typer(help="The audit log, for operators.", no_args_is_help=True)
+
+
+@log_app.command("check")
+def log_check() -> None:
+    """Rebuild the log from its leaves and check every stored hash and checkpoint."""
+
+    def action() -> None:
+        settings = get_settings()
+        with engine() as db:
+            size = CheckpointSigner(
+                db, open_keystore(settings), settings.log_origin
+            ).verify_stored_log()
+        print_json({"ok": True, "tree_size": size})
+
+    run(action)
+
+
+@log_app.command("sign")
+def log_sign() -> None:
+    """Sign a checkpoint now if the log grew (a running broker does this every second)."""
+
+    def action() -> None:
+        settings = get_settings()
+        with engine() as db:
+            signed = CheckpointSigner(
+                db, open_keystore(settings), settings.log_origin
+            ).sign_if_grown()
+        print_json({"signed": signed is not None, "tree_size": signed.size if signed else None})
+
+    run(action)

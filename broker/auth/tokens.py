@@ -1,0 +1,108 @@
+"""RFC 9068 JWT access tokens: issued with the broker's `token` key, verified against its JWKS.
+
+Only the fully specified `Ed25519` algorithm (RFC 9864) is accepted; `none`, HMAC and every
+other algorithm are refused before any signature check, so a token signed with a public key as
+an HMAC secret cannot pass.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet, OKPKey
+from joserfc.jwt import JWTClaimsRegistry
+
+from broker.errors import InsufficientScope, NotAuthenticated
+from keys import KeyStore, KeyUse
+
+ALGORITHM = "Ed25519"
+TOKEN_TYPE = "at+jwt"  # noqa: S105 - a JWT type, not a credential
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """The verified claims of an access token."""
+
+    subject: str
+    client_id: str
+    scopes: frozenset[str]
+    claims: Mapping[str, Any]
+
+
+def issue_access_token(
+    keystore: KeyStore,
+    *,
+    issuer: str,
+    audience: str,
+    subject: str,
+    client_id: str,
+    scopes: Sequence[str],
+    now: datetime,
+    lifetime: timedelta = timedelta(minutes=5),
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """A signed RFC 9068 access token with a fresh `jti`."""
+    key = keystore.current(KeyUse.TOKEN)
+    issued = int(now.timestamp())
+    claims = {
+        **(extra or {}),
+        "iss": issuer,
+        "aud": audience,
+        "sub": subject,
+        "client_id": client_id,
+        "scope": " ".join(scopes),
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + int(lifetime.total_seconds()),
+        "jti": uuid.uuid4().hex,
+    }
+    header = {"alg": ALGORITHM, "typ": TOKEN_TYPE, "kid": key.kid}
+    return jwt.encode(header, claims, OKPKey.import_key(key.private_key()), algorithms=[ALGORITHM])
+
+
+def verify_access_token(
+    keystore: KeyStore, token: str, *, issuer: str, audience: str, now: datetime
+) -> AccessToken:
+    """Verify signature, type, issuer, audience and lifetime; NotAuthenticated on any failure."""
+    keystore.refresh()
+    jwks = KeySet.import_key_set(keystore.jwks([KeyUse.TOKEN]))  # type: ignore[arg-type]
+    try:
+        decoded = jwt.decode(token, jwks, algorithms=[ALGORITHM])
+    except (JoseError, ValueError) as exc:
+        raise NotAuthenticated(
+            f"The access token is not valid: {exc.__class__.__name__}."
+        ) from None
+    if decoded.header.get("typ", "").lower() not in {TOKEN_TYPE, "application/at+jwt"}:
+        raise NotAuthenticated("The token is not an access token (typ must be at+jwt).")
+    registry = JWTClaimsRegistry(
+        now=int(now.timestamp()),
+        leeway=30,
+        iss={"essential": True, "value": issuer},
+        aud={"essential": True, "value": audience},
+        exp={"essential": True},
+        sub={"essential": True},
+        client_id={"essential": True},
+    )
+    try:
+        registry.validate(decoded.claims)
+    except JoseError as exc:
+        raise NotAuthenticated(f"The access token is not valid: {exc.error}.") from None
+    claims = decoded.claims
+    return AccessToken(
+        subject=str(claims["sub"]),
+        client_id=str(claims["client_id"]),
+        scopes=frozenset(str(claims.get("scope", "")).split()),
+        claims=claims,
+    )
+
+
+def require_scope(token: AccessToken, scope: str) -> None:
+    """InsufficientScope unless the token grants `scope`."""
+    if scope not in token.scopes:
+        raise InsufficientScope(f"This needs the scope {scope!r}.", scope=scope)

@@ -1,0 +1,132 @@
+"""Fetching a copy of the log into an audit directory, over HTTP or from the database."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+from sqlalchemy import Engine
+
+from broker.ledger import reader
+from broker.ledger.audit import AuditDirectory
+from broker.ledger.checkpoint import Checkpoint, CheckpointError
+from broker.ledger.errors import LogError
+from broker.storage import transaction
+
+
+class FetchError(LogError):
+    """The log could not be fetched: unreachable, refused, or answered nonsense."""
+
+    code = "fetch-failed"
+    title = "The log could not be fetched"
+
+
+class LogSource(Protocol):
+    """Where a copy of the log comes from."""
+
+    page_size: int
+
+    def checkpoint(self) -> bytes:
+        """The latest signed checkpoint note."""
+        ...
+
+    def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        """Entries start <= index < end (at most `page_size`)."""
+        ...
+
+
+class HttpLogSource:
+    """The broker's public log API; entries need an access token with `audit:read`."""
+
+    def __init__(self, base_url: str, token: str | None, *, page_size: int = 1000) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=30)
+        self.page_size = page_size
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._client.close()
+
+    def _get(self, path: str, **params: int) -> httpx.Response:
+        try:
+            response = self._client.get(path, params=params)
+        except httpx.HTTPError as exc:
+            raise FetchError(f"{path}: {exc.__class__.__name__}: {exc}") from None
+        if response.status_code != 200:
+            detail = response.text[:300]
+            raise FetchError(f"{path} answered {response.status_code}: {detail}")
+        return response
+
+    def checkpoint(self) -> bytes:
+        """GET /v1/log/checkpoint."""
+        return self._get("/v1/log/checkpoint").content
+
+    def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        """GET /v1/log/entries?start&end."""
+        body = self._get("/v1/log/entries", start=start, end=end).json()
+        try:
+            return [(int(e["index"]), base64.b64decode(e["leaf"], validate=True)) for e in body]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FetchError(f"/v1/log/entries answered malformed JSON: {exc}") from None
+
+
+class DatabaseLogSource:
+    """The log read straight from the broker's database, for operators."""
+
+    def __init__(self, engine: Engine, *, page_size: int = 10_000) -> None:
+        self._engine = engine
+        self.page_size = page_size
+
+    def checkpoint(self) -> bytes:
+        """The newest stored checkpoint."""
+        with transaction(self._engine, readonly=True) as session:
+            return reader.latest_checkpoint(session)
+
+    def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        """Stored leaves start <= index < end."""
+        with transaction(self._engine, readonly=True) as session:
+            return reader.entries(session, start, end, self.page_size)
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """How big the fetched checkpoint says the log is, and how many entries came this time."""
+
+    tree_size: int
+    fetched: int
+    first_index: int
+
+
+def fetch(
+    source: LogSource,
+    directory: AuditDirectory,
+    *,
+    full: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> FetchResult:
+    """Download the checkpoint and every entry it covers that the directory lacks.
+
+    The checkpoint is stored unverified: `verify_directory` decides what to trust.
+    """
+    note = source.checkpoint()
+    try:
+        text = note.decode("utf-8").split("\n\n", 1)[0] + "\n"
+        size = Checkpoint.parse(text).size
+    except (UnicodeDecodeError, CheckpointError) as exc:
+        raise FetchError(f"the checkpoint is malformed: {exc}") from None
+    start = directory.start_entries(keep=not full)
+    fetched = 0
+    position = start
+    while position < size:
+        end = min(position + source.page_size, size)
+        fetched += directory.append_entries(source.entries(position, end))
+        # Advance by the range asked for, not by what came back, so a gap cannot stall us; the
+        # verification reports the missing entries.
+        position = end
+        if progress is not None:
+            progress(position, size)
+    directory.write_checkpoint(note)
+    return FetchResult(tree_size=size, fetched=fetched, first_index=start)

@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest install clean
+.PHONY: run test lint typecheck pytest install clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
+
+# The audit log benchmark beside pymerkle (a benchmark-only tool, not a project dependency);
+# prints the figures and rewrites docs/performance.md. Set BROKER_TEST_POSTGRES_URL to include
+# PostgreSQL. Takes a few minutes.
+bench: $(STAMP)
+	$(BIN)/python -c 'import pymerkle' 2>/dev/null || $(BIN)/python -m pip install --quiet 'pymerkle==7.0.0'
+	$(BIN)/python -m tests.benchmarks.bench_log --write docs/performance.md
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     key_overlap_days: int = Field(default=7, ge=0, le=365)
     checkpoint_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
     log_entries_page_size: int = Field(default=1000, ge=1, le=10_000)
+    access_token_lifetime_seconds: int = Field(default=300, ge=30, le=3600)
+    refresh_token_lifetime_days: int = Field(default=30, ge=1, le=365)
+    session_lifetime_minutes: int = Field(default=30, ge=5, le=24 * 60)
+    oidc_issuer: str = Field(default="", description="External OpenID provider (e.g. Suomi.fi).")
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr | None = None
 
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Settings:
@@ -63,6 +69,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'broker.sqlite3').as_posix()}"
+
+    @property
+    def oidc_enabled(self) -> bool:
+        """Whether sign-in through an external OpenID Connect provider is configured."""
+        return bool(self.oidc_issuer and self.oidc_client_id)
 
     @property
     def api_audience(self) -> str:

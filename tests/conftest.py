@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -132,3 +133,60 @@ def unguarded(engine: Engine) -> Iterator[Engine]:
                         f"FOR EACH ROW EXECUTE FUNCTION {table}_append_only()"
                     )
                 )
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveBroker:
+    """A broker served by uvicorn on loopback in this process, for tests over real HTTP."""
+
+    def __init__(self, engine: Engine, data_dir: Path) -> None:
+        import threading
+
+        import uvicorn
+
+        from broker.api import create_app
+        from broker.settings import Settings
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.settings = Settings(
+            data_dir=data_dir, public_url=self.url, checkpoint_interval_seconds=0.2
+        )
+        self.app = create_app(self.settings, engine=engine)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def runtime(self) -> Any:
+        return self.app.state.runtime
+
+    def __enter__(self) -> LiveBroker:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the broker did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+@pytest.fixture
+def live(demo: Engine, tmp_path: Path) -> Iterator[LiveBroker]:
+    """The demo broker over real HTTP on a loopback port."""
+    with LiveBroker(demo, tmp_path / "broker") as broker:
+        yield broker

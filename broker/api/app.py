@@ -6,13 +6,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
 from broker import __version__
 from broker.api import problems
-from broker.api.routers import catalogue, health, keys, log
+from broker.api.routers import catalogue, health, keys, log, oauth
 from broker.runtime import Runtime
 from broker.settings import Settings, get_settings
+from broker.web import consent, signin
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
@@ -36,6 +38,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.runtime = runtime
     problems.install(app)
-    for router in (health.router, catalogue.router, log.router, keys.router):
+    for router in (
+        health.router,
+        catalogue.router,
+        log.router,
+        keys.router,
+        oauth.router,
+        signin.router,
+        consent.router,
+    ):
         app.include_router(router)
+    app.mount("/static", StaticFiles(packages=[("broker.web", "static")]), name="static")
     return app

@@ -9,8 +9,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlmodel import Session
 
-from broker.auth.tokens import AccessToken, verify_access_token
+from broker.auth.tokens import AccessToken, is_revoked, verify_access_token
 from broker.errors import NotAuthenticated
+from broker.oauth.dpop import DPoPError, check_binding, verify_dpop_proof
+from broker.oauth.replay import DatabaseReplayCache
+from broker.oauth.requests import public_uri
 from broker.runtime import Runtime
 from broker.storage import transaction
 
@@ -32,19 +35,44 @@ ReadSession = Annotated[Session, Depends(_read_session)]
 
 
 def _bearer(request: Request, runtime: RuntimeDep) -> AccessToken:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    """The verified access token: `Bearer`, or `DPoP` with a proof by the token's key."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    token, scheme = value.strip(), scheme.lower()
+    if scheme not in {"bearer", "dpop"} or not token:
         raise NotAuthenticated(
             "This needs an access token: Authorization: Bearer <token>.", token_given=False
         )
     settings = runtime.settings
-    return verify_access_token(
+    now = datetime.now(UTC)
+    verified = verify_access_token(
         runtime.keystore,
-        token.strip(),
+        token,
         issuer=settings.effective_public_url,
         audience=settings.api_audience,
-        now=datetime.now(UTC),
+        now=now,
     )
+    with transaction(runtime.engine, readonly=True) as session:
+        if is_revoked(session, verified):
+            raise NotAuthenticated("The access token was revoked.")
+    proof = None
+    try:
+        if scheme == "dpop":
+            header = request.headers.get("dpop")
+            if header is None:
+                raise DPoPError("The DPoP scheme needs a DPoP proof header.")
+            with transaction(runtime.engine) as session:
+                proof = verify_dpop_proof(
+                    header,
+                    method=request.method,
+                    uri=public_uri(request, settings.effective_public_url),
+                    now=now,
+                    access_token=token,
+                    replay=DatabaseReplayCache(session),
+                )
+        check_binding(verified.claims.get("cnf"), proof)
+    except DPoPError as error:
+        raise NotAuthenticated(f"{error.error}: {error.description}") from None
+    return verified
 
 
 BearerToken = Annotated[AccessToken, Depends(_bearer)]

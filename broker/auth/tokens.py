@@ -17,8 +17,10 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OKPKey
 from joserfc.jwt import JWTClaimsRegistry
+from sqlmodel import Session
 
 from broker.errors import InsufficientScope, NotAuthenticated
+from broker.storage.tables import RevokedAccessToken
 from keys import KeyStore, KeyUse
 
 ALGORITHM = "Ed25519"
@@ -100,6 +102,11 @@ def verify_access_token(
         scopes=frozenset(str(claims.get("scope", "")).split()),
         claims=claims,
     )
+
+
+def is_revoked(session: Session, token: AccessToken) -> bool:
+    """Whether the token's `jti` was revoked (RFC 7009) before it expired."""
+    return session.get(RevokedAccessToken, str(token.claims.get("jti", ""))) is not None
 
 
 def require_scope(token: AccessToken, scope: str) -> None:

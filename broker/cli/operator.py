@@ -5,6 +5,7 @@ Each command opens one transaction and calls one service function.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Annotated
 
@@ -14,11 +15,12 @@ from broker.catalogue import service as catalogue_service
 from broker.catalogue.files import demo_catalogue_path, read_catalogue
 from broker.cli._common import engine, err, logged_unit, now, print_json, run
 from broker.consents import service as consents
-from broker.errors import CatalogueInvalid
+from broker.errors import CatalogueInvalid, InvalidInput
 from broker.ledger.signer import CheckpointSigner
 from broker.people import service as people
+from broker.people.credentials import set_password
 from broker.runtime import open_keystore
-from broker.settings import get_settings
+from broker.settings import Environment, get_settings
 from broker.storage import migrate as migrations
 from broker.storage import transaction
 from policies import FieldRef
@@ -216,5 +218,42 @@ def log_sign() -> None:
                 db, open_keystore(settings), settings.log_origin
             ).sign_if_grown()
         print_json({"signed": signed is not None, "tree_size": signed.size if signed else None})
+
+    run(action)
+
+
+@person_app.command("password")
+def person_password(
+    person: Annotated[str, typer.Argument(help="The person's id (their user name).")],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+) -> None:
+    """Set a person's local password (at least 12 characters)."""
+
+    def action() -> None:
+        with logged_unit() as (session, _):
+            set_password(session, person, password, now())
+        err.print(f"Password set for {person}.")
+
+    run(action)
+
+
+demo_app = typer.Typer(help="The demo.", no_args_is_help=True)
+
+
+@demo_app.command("credentials")
+def demo_credentials() -> None:
+    """Give every demo person a fresh random password and print the sign-ins."""
+
+    def action() -> None:
+        if get_settings().environment is Environment.PRODUCTION:
+            raise InvalidInput("Demo sign-ins are not made in production.")
+        spec = read_catalogue(demo_catalogue_path())
+        rows = []
+        with logged_unit() as (session, _):
+            for person in spec.persons:
+                password = "-".join(secrets.token_hex(3) for _ in range(3))
+                set_password(session, person.id, password, now())
+                rows.append({"user": person.id, "password": password, "name": person.display_name})
+        print_json(rows)
 
     run(action)

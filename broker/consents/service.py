@@ -23,6 +23,7 @@ from broker.ledger.sequencer import LogAppender
 from broker.people import service as people
 from broker.storage.tables import Consent, ConsentField, DataAgreement
 from policies import (
+    ACTIVE_STATES,
     ActorRole,
     ConsentGrant,
     ConsentStatus,
@@ -151,6 +152,41 @@ def give_consent(
         now=now,
         actor_id=actor_id,
         role=role,
+    )
+
+
+def give_or_renew_consent(
+    session: Session,
+    log: LogAppender,
+    *,
+    person_id: str,
+    agreement_id: str,
+    version: int | None = None,
+    fields: Iterable[FieldRef] | None = None,
+    actor_id: str,
+    now: datetime,
+) -> ConsentRecord:
+    """Give a consent; an active consent to the same agreement is withdrawn first, so the
+    person's latest answer is the one in force (both changes are in the history and the log)."""
+    for consent, agreement in repo.consents_of(session, person_id):
+        if agreement.agreement_id == agreement_id and _is_active(consent, agreement, now):
+            withdraw_consent(
+                session,
+                log,
+                consent_id=consent.id,
+                actor_id=actor_id,
+                now=now,
+                note="Replaced by a new answer to the same request.",
+            )
+    return give_consent(
+        session,
+        log,
+        person_id=person_id,
+        agreement_id=agreement_id,
+        version=version,
+        fields=fields,
+        actor_id=actor_id,
+        now=now,
     )
 
 
@@ -390,18 +426,19 @@ def _locked(session: Session, consent_id: str) -> tuple[Consent, DataAgreement]:
     return found
 
 
+def _is_active(consent: Consent, agreement: DataAgreement, now: datetime) -> bool:
+    return effective_status(_grant(consent, agreement, ()), now) in ACTIVE_STATES
+
+
 def _require_active(consent: Consent, agreement: DataAgreement, now: datetime) -> None:
-    status = effective_status(_grant(consent, agreement, ()), now)
-    if status not in (ConsentStatus.GIVEN, ConsentStatus.RENEWED):
+    if not _is_active(consent, agreement, now):
+        status = effective_status(_grant(consent, agreement, ()), now)
         raise ConsentNotActive(f"Consent {consent.id} is already {status.value}.")
 
 
 def _refuse_duplicate(session: Session, person_id: str, agreement_id: str, now: datetime) -> None:
     for consent, agreement in repo.consents_of(session, person_id):
-        if agreement.agreement_id != agreement_id:
-            continue
-        status = effective_status(_grant(consent, agreement, ()), now)
-        if status in (ConsentStatus.GIVEN, ConsentStatus.RENEWED):
+        if agreement.agreement_id == agreement_id and _is_active(consent, agreement, now):
             raise Conflict(
                 f"There is already an active consent ({consent.id}) to {agreement_id}; "
                 "withdraw it before giving a new one."

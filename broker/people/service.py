@@ -120,3 +120,21 @@ def active_delegation(
         .order_by(col(Delegation.id))
     ).all()
     return next((d for d in rows if scope.value in d.scope), None)
+
+
+def principals_of(
+    session: Session, delegate_id: str, scope: DelegationScope, on: date
+) -> list[tuple[Person, Delegation]]:
+    """Everyone `delegate_id` may act for within `scope` on `on`, with the delegation."""
+    rows = session.exec(
+        select(Delegation, Person)
+        .join(Person, col(Person.id) == col(Delegation.principal_id))
+        .where(
+            Delegation.delegate_id == delegate_id,
+            col(Delegation.ended_at).is_(None),
+            col(Delegation.valid_from) <= on,
+            col(Delegation.valid_until) > on,
+        )
+        .order_by(col(Person.display_name))
+    ).all()
+    return [(person, d) for d, person in rows if scope.value in d.scope]

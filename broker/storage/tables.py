@@ -263,3 +263,130 @@ class PersonSecret(SQLModel, table=True):
     person_id: str = Field(primary_key=True, foreign_key="person.id", max_length=64)
     secret: bytes = Field(sa_type=LargeBinary)
     created_at: datetime = _utc()
+
+
+class OAuthClient(SQLModel, table=True):
+    """An OAuth client: an integrated service, or an auditor. Secrets are stored as hashes."""
+
+    __tablename__ = "oauth_client"
+
+    client_id: str = Field(primary_key=True, max_length=64)
+    client_secret_hash: str | None = Field(default=None, max_length=128)
+    service_id: str | None = Field(
+        default=None, foreign_key="service.id", index=True, max_length=64
+    )
+    kind: str = Field(max_length=20)
+    client_name: str = Field(max_length=200)
+    redirect_uris: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    grant_types: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    scope: str = Field(max_length=500)
+    token_endpoint_auth_method: str = Field(max_length=40)
+    jwks: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    webhook_url: str | None = Field(default=None, max_length=2000)
+    created_at: datetime = _utc()
+    disabled_at: datetime | None = _utc(default=None)
+
+
+class AuthorizationCode(SQLModel, table=True):
+    """A one-time authorization code, stored by its hash until redeemed or expired."""
+
+    __tablename__ = "oauth_code"
+
+    code_hash: str = Field(primary_key=True, max_length=64)
+    client_id: str = Field(foreign_key="oauth_client.client_id", max_length=64)
+    person_id: str = Field(foreign_key="person.id", max_length=64)
+    actor_id: str = Field(foreign_key="person.id", max_length=64)
+    redirect_uri: str = Field(max_length=2000)
+    scope: str = Field(max_length=500)
+    code_challenge: str = Field(max_length=128)
+    code_challenge_method: str = Field(max_length=10)
+    authorization_details: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    consent_ids: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    auth_time: datetime = _utc()
+    expires_at: datetime = _utc()
+    used_at: datetime | None = _utc(default=None)
+
+
+class RefreshToken(SQLModel, table=True):
+    """A refresh token (by hash), bound to its consents; rotated on every use."""
+
+    __tablename__ = "oauth_refresh_token"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    family_id: str = Field(index=True, max_length=64)
+    client_id: str = Field(foreign_key="oauth_client.client_id", index=True, max_length=64)
+    person_id: str = Field(foreign_key="person.id", max_length=64)
+    scope: str = Field(max_length=500)
+    authorization_details: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    consent_ids: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    dpop_jkt: str | None = Field(default=None, max_length=64)
+    issued_at: datetime = _utc()
+    expires_at: datetime = _utc()
+    used_at: datetime | None = _utc(default=None)
+    revoked_at: datetime | None = _utc(default=None)
+
+
+class RevokedAccessToken(SQLModel, table=True):
+    """An access token revoked before its expiry (RFC 7009), by `jti`."""
+
+    __tablename__ = "oauth_revoked_jti"
+
+    jti: str = Field(primary_key=True, max_length=64)
+    expires_at: datetime = _utc()
+
+
+class RegistrationToken(SQLModel, table=True):
+    """An operator-issued initial access token for RFC 7591 dynamic registration (by hash)."""
+
+    __tablename__ = "oauth_registration_token"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    service_id: str = Field(foreign_key="service.id", max_length=64)
+    created_at: datetime = _utc()
+    expires_at: datetime = _utc()
+    used_at: datetime | None = _utc(default=None)
+
+
+class SeenJti(SQLModel, table=True):
+    """A one-time JWT id already used (DPoP proofs, client assertions), kept while it could
+    still be fresh, so a replay is refused in every broker process."""
+
+    __tablename__ = "oauth_seen_jti"
+
+    namespace: str = Field(primary_key=True, max_length=100)
+    jti: str = Field(primary_key=True, max_length=256)
+    expires_at: datetime = _utc()
+
+
+class PersonCredential(SQLModel, table=True):
+    """A local account's argon2 password hash."""
+
+    __tablename__ = "person_credential"
+
+    person_id: str = Field(primary_key=True, foreign_key="person.id", max_length=64)
+    password_hash: str = Field(max_length=200)
+    updated_at: datetime = _utc()
+
+
+class PersonSession(SQLModel, table=True):
+    """A signed-in browser session (by the hash of its cookie), with its CSRF token."""
+
+    __tablename__ = "person_session"
+
+    id_hash: str = Field(primary_key=True, max_length=64)
+    person_id: str = Field(foreign_key="person.id", index=True, max_length=64)
+    csrf_token: str = Field(max_length=64)
+    language: str = Field(max_length=2)
+    acting_for: str | None = Field(default=None, foreign_key="person.id", max_length=64)
+    created_at: datetime = _utc()
+    expires_at: datetime = _utc()
+
+
+class BrokerSecret(SQLModel, table=True):
+    """A server-side secret created on first use (e.g. the key of pairwise subjects)."""
+
+    __tablename__ = "broker_secret"
+
+    name: str = Field(primary_key=True, max_length=64)
+    value: bytes = Field(sa_type=LargeBinary)
+    created_at: datetime = _utc()

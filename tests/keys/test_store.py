@@ -87,7 +87,8 @@ def test_private_keys_are_encrypted_at_rest(directory: Path) -> None:
 
     content = (directory / f"{key.kid}.pem").read_bytes()
     raw = key.private_key().private_bytes_raw()
-    assert content.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert content.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert b"bcrypt" in base64.b64decode(b"".join(content.splitlines()[1:-1]))
     assert raw not in content
     assert raw not in base64.b64decode(b"".join(content.splitlines()[1:-1]))
     for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw).rstrip(b"=")):

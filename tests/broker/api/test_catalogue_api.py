@@ -125,6 +125,11 @@ def test_the_openapi_document_lists_exactly_the_public_operations(client: TestCl
         "/v1/log/proofs/consistency",
         "/v1/log/entries",
         "/.well-known/jwks.json",
+        "/.well-known/oauth-authorization-server",
+        "/oauth/token",
+        "/oauth/register",
+        "/oauth/revoke",
+        "/oauth/introspect",
     }
 
 

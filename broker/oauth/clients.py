@@ -1,0 +1,254 @@
+"""OAuth clients: registering services and auditors, and the view Authlib needs of a client."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from authlib.oauth2.rfc6749 import ClientMixin
+from sqlmodel import Session, col, select
+
+from broker.auth.secrets import new_secret, secret_hash, secret_matches
+from broker.errors import InvalidInput, NotFound
+from broker.storage.tables import OAuthClient, RegistrationToken, Service
+
+
+class ClientKind(StrEnum):
+    """What a client is: an integrated service, or an auditor of the log."""
+
+    SERVICE = "service"
+    AUDITOR = "auditor"
+
+
+class Scope(StrEnum):
+    """Every scope the broker grants, and who may hold it."""
+
+    RELEASE = "release"
+    CONSENTS_READ = "consents:read"
+    SOURCE_CONSENTS = "source:consents"
+    AUDIT_READ = "audit:read"
+
+
+AUTH_METHODS = ("client_secret_basic", "private_key_jwt")
+CODE_GRANT = "authorization_code"
+REFRESH_GRANT = "refresh_token"
+CLIENT_CREDENTIALS = "client_credentials"
+
+
+@dataclass(frozen=True)
+class IssuedClient:
+    """Credentials as printed once to the operator or returned by registration."""
+
+    client_id: str
+    client_secret: str | None
+    service_id: str | None
+    scope: str
+    redirect_uris: list[str]
+    grant_types: list[str]
+    token_endpoint_auth_method: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The credentials as JSON, omitting an absent secret."""
+        data: dict[str, Any] = {
+            "client_id": self.client_id,
+            "service_id": self.service_id,
+            "scope": self.scope,
+            "redirect_uris": self.redirect_uris,
+            "grant_types": self.grant_types,
+            "token_endpoint_auth_method": self.token_endpoint_auth_method,
+        }
+        if self.client_secret is not None:
+            data["client_secret"] = self.client_secret
+        return data
+
+
+class Client(ClientMixin):  # type: ignore[misc]
+    """A stored client as Authlib's grants and endpoints see it."""
+
+    def __init__(self, row: OAuthClient) -> None:
+        self.row = row
+        self.client_id = row.client_id
+
+    @property
+    def service_id(self) -> str | None:
+        """The catalogue service this client speaks for (None for auditors)."""
+        return self.row.service_id
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """The scopes this client may ever be granted."""
+        return frozenset(self.row.scope.split())
+
+    def get_client_id(self) -> str:
+        return self.row.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        return self.row.redirect_uris[0] if self.row.redirect_uris else None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        if not scope:
+            return ""
+        return " ".join(s for s in scope.split() if s in self.scopes)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        # Exact string match only (RFC 9700 §2.1): no prefix or pattern matching.
+        return redirect_uri in self.row.redirect_uris
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return secret_matches(client_secret, self.row.client_secret_hash)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method == self.row.token_endpoint_auth_method
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code" and CODE_GRANT in self.row.grant_types
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.row.grant_types
+
+
+def find_client(session: Session, client_id: str) -> Client | None:
+    """The enabled client with this id, or None."""
+    row = session.get(OAuthClient, client_id)
+    if row is None or row.disabled_at is not None:
+        return None
+    return Client(row)
+
+
+def clients_of_service(session: Session, service_id: str) -> Sequence[OAuthClient]:
+    """The enabled clients registered for a service."""
+    stmt = select(OAuthClient).where(
+        OAuthClient.service_id == service_id, col(OAuthClient.disabled_at).is_(None)
+    )
+    return session.exec(stmt).all()
+
+
+def _service_scopes(service: Service) -> list[str]:
+    scopes: list[str] = []
+    if service.is_consumer:
+        scopes += [Scope.RELEASE, Scope.CONSENTS_READ]
+    if service.is_source:
+        scopes += [Scope.SOURCE_CONSENTS]
+    return scopes
+
+
+def register_service_client(
+    session: Session,
+    *,
+    service_id: str,
+    redirect_uris: Sequence[str],
+    now: datetime,
+    auth_method: str = "client_secret_basic",
+    jwks: dict[str, Any] | None = None,
+    webhook_url: str | None = None,
+) -> IssuedClient:
+    """Register an OAuth client for a catalogue service; its scopes follow the service's roles."""
+    service = session.get(Service, service_id)
+    if service is None:
+        raise NotFound(f"There is no service {service_id!r} in the catalogue.")
+    if auth_method not in AUTH_METHODS:
+        raise InvalidInput(f"Client authentication must be one of {', '.join(AUTH_METHODS)}.")
+    if auth_method == "private_key_jwt" and not (jwks and jwks.get("keys")):
+        raise InvalidInput("private_key_jwt needs the client's public keys (a JWKS).")
+    for uri in redirect_uris:
+        _check_redirect_uri(uri)
+    if service.is_consumer and not redirect_uris:
+        raise InvalidInput("A consumer needs at least one redirect URI for the consent flow.")
+    grants = [CLIENT_CREDENTIALS]
+    if service.is_consumer:
+        grants = [CODE_GRANT, REFRESH_GRANT, CLIENT_CREDENTIALS]
+    secret = new_secret() if auth_method == "client_secret_basic" else None
+    row = OAuthClient(
+        client_id=f"{service_id}-{uuid.uuid4().hex[:12]}",
+        client_secret_hash=secret_hash(secret) if secret else None,
+        service_id=service_id,
+        kind=ClientKind.SERVICE.value,
+        client_name=service.name.get("en", service_id),
+        redirect_uris=list(redirect_uris),
+        grant_types=grants,
+        scope=" ".join(_service_scopes(service)),
+        token_endpoint_auth_method=auth_method,
+        jwks=jwks,
+        webhook_url=webhook_url,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return _issued(row, secret)
+
+
+def register_auditor(session: Session, *, name: str, now: datetime) -> IssuedClient:
+    """Register an auditor: client credentials only, scope audit:read."""
+    if not name.strip():
+        raise InvalidInput("An auditor needs a name.")
+    secret = new_secret()
+    row = OAuthClient(
+        client_id=f"auditor-{uuid.uuid4().hex[:12]}",
+        client_secret_hash=secret_hash(secret),
+        kind=ClientKind.AUDITOR.value,
+        client_name=name.strip(),
+        redirect_uris=[],
+        grant_types=[CLIENT_CREDENTIALS],
+        scope=Scope.AUDIT_READ.value,
+        token_endpoint_auth_method="client_secret_basic",  # noqa: S106 - a method name
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return _issued(row, secret)
+
+
+def issue_registration_token(
+    session: Session, *, service_id: str, now: datetime, lifetime: timedelta
+) -> str:
+    """An initial access token that lets one client of `service_id` register itself (RFC 7591)."""
+    if session.get(Service, service_id) is None:
+        raise NotFound(f"There is no service {service_id!r} in the catalogue.")
+    token = new_secret()
+    session.add(
+        RegistrationToken(
+            token_hash=secret_hash(token),
+            service_id=service_id,
+            created_at=now,
+            expires_at=now + lifetime,
+        )
+    )
+    session.flush()
+    return token
+
+
+def redeem_registration_token(session: Session, token: str, now: datetime) -> str | None:
+    """Use up an initial access token; the service it was issued for, or None if not valid."""
+    row = session.get(RegistrationToken, secret_hash(token))
+    if row is None or row.used_at is not None or row.expires_at <= now:
+        return None
+    row.used_at = now
+    session.add(row)
+    return row.service_id
+
+
+def _check_redirect_uri(uri: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    loopback = parts.hostname in {"127.0.0.1", "localhost", "::1"}
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise InvalidInput(f"Redirect URI {uri!r} must use https (http only on loopback).")
+    if parts.fragment:
+        raise InvalidInput(f"Redirect URI {uri!r} must not have a fragment.")
+
+
+def _issued(row: OAuthClient, secret: str | None) -> IssuedClient:
+    return IssuedClient(
+        client_id=row.client_id,
+        client_secret=secret,
+        service_id=row.service_id,
+        scope=row.scope,
+        redirect_uris=list(row.redirect_uris),
+        grant_types=list(row.grant_types),
+        token_endpoint_auth_method=row.token_endpoint_auth_method,
+    )

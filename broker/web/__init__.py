@@ -1,0 +1,1 @@
+"""Server-rendered pages: sign-in and the consent page (more come with the person's pages)."""

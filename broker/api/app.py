@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from broker import __version__
 from broker.api import problems
-from broker.api.routers import catalogue, health, keys, log, oauth
+from broker.api.routers import audit, catalogue, health, keys, log, me, oauth, services
 from broker.runtime import Runtime
 from broker.settings import Settings, get_settings
 from broker.web import consent, signin
@@ -42,6 +42,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         health.router,
         catalogue.router,
         log.router,
+        audit.router,
+        me.router,
+        services.router,
         keys.router,
         oauth.router,
         signin.router,

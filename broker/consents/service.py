@@ -20,6 +20,7 @@ from broker.consents import repository as repo
 from broker.errors import Conflict, ConsentNotActive, InvalidInput, NotFound, NotPermitted
 from broker.ledger.events import EventType, LogRecord, timestamp
 from broker.ledger.sequencer import LogAppender
+from broker.people import access
 from broker.people import service as people
 from broker.storage.tables import Consent, ConsentField, DataAgreement
 from policies import (
@@ -293,6 +294,37 @@ def list_consents(session: Session, person_id: str, now: datetime) -> list[Conse
     """All of a person's consents, newest first, each with its state at `now` and history."""
     people.get_person(session, person_id)
     return [_record(session, c, a, now) for c, a in repo.consents_of(session, person_id)]
+
+
+def consents_seen_by(
+    session: Session, *, viewer_id: str, person_id: str, now: datetime
+) -> list[ConsentRecord]:
+    """The person's consents, for themselves or for someone who may see them for the person."""
+    access.require_may_act(
+        session, actor_id=viewer_id, person_id=person_id, scope=DelegationScope.VIEW, on=now.date()
+    )
+    return list_consents(session, person_id, now)
+
+
+def withdraw_as(
+    session: Session, log: LogAppender, *, consent_id: str, actor_id: str, now: datetime
+) -> ConsentRecord:
+    """Withdraw for a signed-in person: NotFound for a consent they may not even see."""
+    found = repo.consent_with_agreement(session, consent_id)
+    unknown = NotFound(f"There is no consent {consent_id!r}.")
+    if found is None:
+        raise unknown
+    try:
+        access.require_may_act(
+            session,
+            actor_id=actor_id,
+            person_id=found[0].person_id,
+            scope=DelegationScope.VIEW,
+            on=now.date(),
+        )
+    except NotPermitted:
+        raise unknown from None
+    return withdraw_consent(session, log, consent_id=consent_id, actor_id=actor_id, now=now)
 
 
 def decide_release(session: Session, request: ReleaseRequest, now: datetime) -> ReleaseDecision:

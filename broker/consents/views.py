@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 
 from broker.auth.secrets import pairwise_subject, server_secret
 from broker.consents import repository as repo
+from broker.errors import NotFound
 from broker.oauth.issuer import PAIRWISE_SECRET
 from broker.storage.tables import Consent, DataAgreement
 from policies import ConsentStatus, effective_status
@@ -39,17 +40,34 @@ class ServiceConsent(BaseModel):
     fields: list[str]
 
 
+def consent_naming(
+    session: Session, service_id: str, role: ServiceRole, consent_id: str, now: datetime
+) -> ServiceConsent:
+    """One consent whose agreement names `service_id`; NotFound for any other."""
+    found = consents_naming(session, service_id, role, now, consent_id=consent_id)
+    if not found:
+        raise NotFound(f"There is no consent {consent_id!r} that names you.")
+    return found[0]
+
+
 def consents_naming(
-    session: Session, service_id: str, role: ServiceRole, now: datetime
+    session: Session,
+    service_id: str,
+    role: ServiceRole,
+    now: datetime,
+    *,
+    consent_id: str | None = None,
 ) -> list[ServiceConsent]:
     """Every consent whose agreement names `service_id` as consumer or source, newest first."""
     side = DataAgreement.consumer_id if role is ServiceRole.CONSUMER else DataAgreement.source_id
-    rows = session.exec(
+    query = (
         select(Consent, DataAgreement)
         .join(DataAgreement, col(DataAgreement.pk) == col(Consent.agreement_pk))
         .where(side == service_id)
-        .order_by(col(Consent.created_at).desc(), col(Consent.id))
-    ).all()
+    )
+    if consent_id is not None:
+        query = query.where(Consent.id == consent_id)
+    rows = session.exec(query.order_by(col(Consent.created_at).desc(), col(Consent.id))).all()
     fields = repo.fields_of_many(session, [c.id for c, _ in rows])
     secret = server_secret(session, PAIRWISE_SECRET, now)
     out = []

@@ -10,8 +10,10 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlmodel import Session
 
+from broker.catalogue.schema import DelegationScope
 from broker.ledger import store
 from broker.ledger.events import decode_leaf
+from broker.people.access import require_may_act
 from broker.storage.tables import LogLeaf
 
 _LEAF = LogLeaf.__table__  # type: ignore[attr-defined]
@@ -61,6 +63,16 @@ def entries_about(session: Session, person_id: str) -> list[PersonalEntry]:
             )
         )
     return entries
+
+
+def entries_seen_by(
+    session: Session, *, viewer_id: str, person_id: str, now: datetime
+) -> list[PersonalEntry]:
+    """The entries about the person, for themselves or someone who may see them for the person."""
+    require_may_act(
+        session, actor_id=viewer_id, person_id=person_id, scope=DelegationScope.VIEW, on=now.date()
+    )
+    return entries_about(session, person_id)
 
 
 class MonthlyCount(BaseModel):

@@ -10,15 +10,14 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from broker.api.deps import BearerToken, ReadSession, RuntimeDep
-from broker.auth.tokens import require_scope
+from broker.api.callers import Auditor
+from broker.api.deps import ReadSession, RuntimeDep
 from broker.ledger import reader
 from broker.ledger.note import format_vkey
 from keys import KeyUse
 
 router = APIRouter(prefix="/v1/log", tags=["audit log"])
 
-AUDIT_READ = "audit:read"
 _TEXT: dict[int | str, dict[str, Any]] = {200: {"content": {"text/plain": {}}}}
 _Index = Annotated[int, Query(ge=0, le=2**62)]
 _Size = Annotated[int, Query(ge=1, le=2**62)]
@@ -118,8 +117,7 @@ def consistency(session: ReadSession, first: _Size, second: _Size) -> Consistenc
     responses={401: {"description": "No valid token"}, 403: {"description": "No audit:read"}},
 )
 def entries(
-    session: ReadSession, runtime: RuntimeDep, token: BearerToken, start: _Index, end: _Size
+    session: ReadSession, runtime: RuntimeDep, _: Auditor, start: _Index, end: _Size
 ) -> list[LogEntry]:
-    require_scope(token, AUDIT_READ)
     page = reader.entries(session, start, end, runtime.settings.log_entries_page_size)
     return [LogEntry(index=i, leaf=base64.b64encode(leaf).decode("ascii")) for i, leaf in page]

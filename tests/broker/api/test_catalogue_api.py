@@ -130,6 +130,15 @@ def test_the_openapi_document_lists_exactly_the_public_operations(client: TestCl
         "/oauth/register",
         "/oauth/revoke",
         "/oauth/introspect",
+        "/v1/me",
+        "/v1/me/consents",
+        "/v1/me/consents/{consent_id}/withdraw",
+        "/v1/me/log-entries",
+        "/v1/me/delegations",
+        "/v1/consumer/consents",
+        "/v1/consumer/consents/{consent_id}",
+        "/v1/source/consents",
+        "/v1/audit/counts",
     }
 
 

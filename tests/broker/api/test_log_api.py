@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import OctKey, OKPKey
 from sqlalchemy import Engine
+from sqlmodel import select
 
 from broker.api import create_app
 from broker.auth.tokens import issue_access_token
@@ -21,8 +22,11 @@ from broker.consents import service as consents
 from broker.ledger import merkle
 from broker.ledger.checkpoint import open_checkpoint
 from broker.ledger.note import parse_vkey
+from broker.oauth import clients
 from broker.runtime import Runtime
 from broker.settings import Settings
+from broker.storage import transaction
+from broker.storage.tables import OAuthClient
 from keys import KeyUse
 
 ISSUER = "http://127.0.0.1:8000"
@@ -54,12 +58,18 @@ def _runtime(client: TestClient) -> Runtime:
 
 
 def _token(client: TestClient, scopes: list[str], **changes: object) -> str:
+    """A token as the broker would issue it to a registered auditor client."""
     runtime = _runtime(client)
+    with transaction(runtime.engine) as session:
+        client_id = (
+            session.exec(select(OAuthClient.client_id).where(OAuthClient.kind == "auditor")).first()
+            or clients.register_auditor(session, name="Auditor", now=datetime.now(UTC)).client_id
+        )
     args: dict[str, object] = {
         "issuer": ISSUER,
         "audience": f"{ISSUER}/v1",
-        "subject": "auditor-1",
-        "client_id": "auditor-1",
+        "subject": client_id,
+        "client_id": client_id,
         "scopes": scopes,
         "now": datetime.now(UTC),
     }

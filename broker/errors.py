@@ -6,7 +6,10 @@ BrokerError
 │   └── ConsentNotActive    the consent cannot change any more
 ├── InvalidInput        the request itself is wrong (422)
 │   └── CatalogueInvalid    a catalogue file failed validation; nothing was loaded
-└── NotPermitted        the actor may not do this (403)
+├── NotPermitted        the actor may not do this (403)
+│   └── ReleaseDenied       no active consent covers a data request; the denial is logged
+└── SourceFailed        the source service failed; nothing was released, the failure is logged (502)
+    └── SourceTimedOut      the source did not answer in time (504)
 """
 
 from __future__ import annotations
@@ -96,13 +99,48 @@ class NotAuthenticated(BrokerError):
     code = "unauthenticated"
     title = "Authentication required"
 
-    def __init__(self, detail: str, *, token_given: bool = True) -> None:
+    def __init__(
+        self, detail: str, *, token_given: bool = True, challenge: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.token_given = token_given
+        self.challenge = challenge
 
     @property
     def headers(self) -> dict[str, str]:
-        """The RFC 6750 challenge; it names an error only when a token was presented."""
+        """The RFC 6750 challenge (or `challenge`, e.g. DPoP's); an error only for a token."""
+        if self.challenge is not None:
+            return {"WWW-Authenticate": self.challenge}
         if not self.token_given:
             return {"WWW-Authenticate": 'Bearer realm="omadata"'}
         return {"WWW-Authenticate": 'Bearer realm="omadata", error="invalid_token"'}
+
+
+class ReleaseDenied(NotPermitted):
+    """No active consent permits the release; `log_index` is the logged denial."""
+
+    code = "release-denied"
+    title = "No consent permits this release"
+
+    def __init__(self, detail: str, *, reason: str, log_index: int) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.log_index = log_index
+
+
+class SourceFailed(BrokerError):
+    """The source failed or sent what cannot be trusted; `log_index` is the logged failure."""
+
+    code = "source-failed"
+    title = "The data source failed"
+
+    def __init__(self, detail: str, *, log_index: int) -> None:
+        super().__init__(detail)
+        self.log_index = log_index
+
+
+class SourceTimedOut(SourceFailed):
+    """The source did not answer in time."""
+
+    code = "source-timeout"
+    title = "The data source did not answer in time"

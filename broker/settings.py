@@ -50,9 +50,51 @@ class Settings(BaseSettings):
     access_token_lifetime_seconds: int = Field(default=300, ge=30, le=3600)
     refresh_token_lifetime_days: int = Field(default=30, ge=1, le=365)
     session_lifetime_minutes: int = Field(default=30, ge=5, le=24 * 60)
+    connectors_file: Path | None = Field(
+        default=None,
+        description="The sources and how to reach them (YAML, see docs/connectors.md); "
+        "default: the demo's sources in development, none in production.",
+    )
+    source_base_urls: dict[str, str] = Field(
+        default_factory=dict, description="Base URL per source id, overriding the file's."
+    )
+    source_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    notify_retry_base_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="Delay after a webhook's first failed attempt."
+    )
+    notify_retry_max_seconds: float = Field(
+        default=3600.0, gt=0, le=86_400, description="The longest delay between two attempts."
+    )
+    notify_max_attempts: int = Field(
+        default=10, ge=1, le=50, description="Attempts before a notification is given up."
+    )
+    notify_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    notify_poll_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="How often the outbox is checked for due rows."
+    )
+    notify_batch_size: int = Field(default=20, ge=1, le=1000)
+    expiry_interval_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="How often consents past their valid_until are marked expired.",
+    )
     oidc_issuer: str = Field(default="", description="External OpenID provider (e.g. Suomi.fi).")
     oidc_client_id: str = ""
     oidc_client_secret: SecretStr | None = None
+    oidc_scope: str = Field(
+        default="openid",
+        pattern=r"(^| )openid( |$)",
+        description="Scopes asked of the provider; must include openid.",
+    )
+    oidc_person_claim: str = Field(
+        default="sub",
+        min_length=1,
+        description="The ID token claim matched against persons' linked identities.",
+    )
+    oidc_display_name: str = Field(
+        default="Suomi.fi", min_length=1, max_length=60, description="The provider's name."
+    )
 
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Settings:
@@ -61,6 +103,8 @@ class Settings(BaseSettings):
                 raise ValueError("production needs BROKER_DATABASE_URL (a managed database)")
             if not self.public_url.startswith("https://"):
                 raise ValueError("production needs an https:// BROKER_PUBLIC_URL")
+            if self.oidc_enabled and not self.oidc_issuer.startswith("https://"):
+                raise ValueError("production needs an https:// BROKER_OIDC_ISSUER")
         return self
 
     @property

@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from broker.auth.tokens import AccessToken, is_revoked, verify_access_token
 from broker.errors import NotAuthenticated
-from broker.oauth.dpop import DPoPError, check_binding, verify_dpop_proof
+from broker.oauth.dpop import DPoPError, check_binding, verify_dpop_proof, www_authenticate
 from broker.oauth.replay import DatabaseReplayCache
 from broker.oauth.requests import public_uri
 from broker.runtime import Runtime
@@ -71,7 +71,11 @@ def _bearer(request: Request, runtime: RuntimeDep) -> AccessToken:
                 )
         check_binding(verified.claims.get("cnf"), proof)
     except DPoPError as error:
-        raise NotAuthenticated(f"{error.error}: {error.description}") from None
+        # RFC 9449 §7.1: a refused DPoP request gets a DPoP challenge naming the error.
+        raise NotAuthenticated(
+            f"{error.error}: {error.description}",
+            challenge=www_authenticate(error, realm="omadata"),
+        ) from None
     return verified
 
 

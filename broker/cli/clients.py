@@ -66,7 +66,7 @@ def auditor_add(name: Annotated[str, typer.Argument(help="Who the auditor is.")]
 
 def registration_token(
     service_id: Annotated[str, typer.Argument(help="The service that may register a client.")],
-    hours: Annotated[int, typer.Option(help="How long the token stays valid.")] = 24,
+    hours: Annotated[int, typer.Option(min=1, max=24 * 30, help="How long it stays valid.")] = 24,
 ) -> None:
     """Print a one-time initial access token for RFC 7591 registration by that service."""
 

@@ -5,7 +5,6 @@ Each command opens one transaction and calls one service function.
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +19,7 @@ from broker.ledger.signer import CheckpointSigner
 from broker.people import service as people
 from broker.people.credentials import set_password
 from broker.runtime import open_keystore
-from broker.settings import Environment, get_settings
+from broker.settings import get_settings
 from broker.storage import migrate as migrations
 from broker.storage import transaction
 from policies import FieldRef
@@ -237,23 +236,24 @@ def person_password(
     run(action)
 
 
-demo_app = typer.Typer(help="The demo.", no_args_is_help=True)
-
-
-@demo_app.command("credentials")
-def demo_credentials() -> None:
-    """Give every demo person a fresh random password and print the sign-ins."""
+@person_app.command("link-identity")
+def person_link_identity(
+    person: Annotated[str, typer.Argument(help="The person's id.")],
+    subject: Annotated[
+        str, typer.Option(help="The value of the provider's BROKER_OIDC_PERSON_CLAIM claim.")
+    ],
+    issuer: Annotated[
+        str | None, typer.Option(help="The provider's issuer; default BROKER_OIDC_ISSUER.")
+    ] = None,
+) -> None:
+    """Let a person sign in through an external OpenID provider as SUBJECT."""
 
     def action() -> None:
-        if get_settings().environment is Environment.PRODUCTION:
-            raise InvalidInput("Demo sign-ins are not made in production.")
-        spec = read_catalogue(demo_catalogue_path())
-        rows = []
-        with logged_unit() as (session, _):
-            for person in spec.persons:
-                password = "-".join(secrets.token_hex(3) for _ in range(3))
-                set_password(session, person.id, password, now())
-                rows.append({"user": person.id, "password": password, "name": person.display_name})
-        print_json(rows)
+        chosen = issuer or get_settings().oidc_issuer
+        if not chosen:
+            raise InvalidInput("Give --issuer, or set BROKER_OIDC_ISSUER.")
+        with engine() as db, transaction(db) as session:
+            created = people.link_identity(session, person, issuer=chosen, subject=subject)
+        print_json({"person": person, "issuer": chosen, "linked": True, "new": created})
 
     run(action)

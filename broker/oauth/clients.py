@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,7 +11,9 @@ from enum import StrEnum
 from typing import Any
 
 from authlib.oauth2.rfc6749 import ClientMixin
-from sqlmodel import Session, col, select
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlmodel import Session, col, select, update
 
 from broker.auth.secrets import new_secret, secret_hash, secret_matches
 from broker.errors import InvalidInput, NotFound
@@ -89,10 +92,16 @@ class Client(ClientMixin):  # type: ignore[misc]
     def get_default_redirect_uri(self) -> str | None:
         return self.row.redirect_uris[0] if self.row.redirect_uris else None
 
-    def get_allowed_scope(self, scope: str | None) -> str:
+    def get_allowed_scope(self, scope: str | None) -> str | None:
+        # None makes Authlib answer invalid_scope: a client asking for a scope it was never
+        # given is refused, not silently narrowed (RFC 6749 §3.3 lets us choose; refusing
+        # keeps a consumer from reading the log with `audit:read`, say).
         if not scope:
             return ""
-        return " ".join(s for s in scope.split() if s in self.scopes)
+        asked = scope.split()
+        if not set(asked) <= self.scopes:
+            return None
+        return " ".join(dict.fromkeys(asked))
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         # Exact string match only (RFC 9700 §2.1): no prefix or pattern matching.
@@ -127,13 +136,21 @@ def clients_of_service(session: Session, service_id: str) -> Sequence[OAuthClien
     return session.exec(stmt).all()
 
 
-def _service_scopes(service: Service) -> list[str]:
+def service_scopes(service: Service) -> list[str]:
+    """The scopes a client of this service gets, by the service's roles."""
     scopes: list[str] = []
     if service.is_consumer:
         scopes += [Scope.RELEASE, Scope.CONSENTS_READ]
     if service.is_source:
         scopes += [Scope.SOURCE_CONSENTS]
     return scopes
+
+
+def service_grant_types(service: Service) -> list[str]:
+    """The grant types a client of this service gets: the code flow only for consumers."""
+    if service.is_consumer:
+        return [CODE_GRANT, REFRESH_GRANT, CLIENT_CREDENTIALS]
+    return [CLIENT_CREDENTIALS]
 
 
 def register_service_client(
@@ -154,13 +171,13 @@ def register_service_client(
         raise InvalidInput(f"Client authentication must be one of {', '.join(AUTH_METHODS)}.")
     if auth_method == "private_key_jwt" and not (jwks and jwks.get("keys")):
         raise InvalidInput("private_key_jwt needs the client's public keys (a JWKS).")
+    if jwks is not None:
+        check_client_jwks(jwks)
     for uri in redirect_uris:
-        _check_redirect_uri(uri)
+        check_redirect_uri(uri)
     if service.is_consumer and not redirect_uris:
         raise InvalidInput("A consumer needs at least one redirect URI for the consent flow.")
-    grants = [CLIENT_CREDENTIALS]
-    if service.is_consumer:
-        grants = [CODE_GRANT, REFRESH_GRANT, CLIENT_CREDENTIALS]
+    grants = service_grant_types(service)
     secret = new_secret() if auth_method == "client_secret_basic" else None
     row = OAuthClient(
         client_id=f"{service_id}-{uuid.uuid4().hex[:12]}",
@@ -170,7 +187,7 @@ def register_service_client(
         client_name=service.name.get("en", service_id),
         redirect_uris=list(redirect_uris),
         grant_types=grants,
-        scope=" ".join(_service_scopes(service)),
+        scope=" ".join(service_scopes(service)),
         token_endpoint_auth_method=auth_method,
         jwks=jwks,
         webhook_url=webhook_url,
@@ -221,25 +238,94 @@ def issue_registration_token(
     return token
 
 
-def redeem_registration_token(session: Session, token: str, now: datetime) -> str | None:
-    """Use up an initial access token; the service it was issued for, or None if not valid."""
+def registration_token_service(session: Session, token: str, now: datetime) -> str | None:
+    """The service an unused, unexpired initial access token was issued for, or None."""
     row = session.get(RegistrationToken, secret_hash(token))
     if row is None or row.used_at is not None or row.expires_at <= now:
         return None
-    row.used_at = now
-    session.add(row)
     return row.service_id
 
 
-def _check_redirect_uri(uri: str) -> None:
+def redeem_registration_token(session: Session, token: str, now: datetime) -> str | None:
+    """Use up an initial access token; the service it was issued for, or None if not valid.
+
+    One conditional UPDATE, so that of two registrations racing with one token only one wins.
+    """
+    used = session.exec(
+        update(RegistrationToken)
+        .where(
+            col(RegistrationToken.token_hash) == secret_hash(token),
+            col(RegistrationToken.used_at).is_(None),
+            col(RegistrationToken.expires_at) > now,
+        )
+        .values(used_at=now)
+    )
+    if used.rowcount != 1:
+        return None
+    row = session.get(RegistrationToken, secret_hash(token))
+    return row.service_id if row is not None else None
+
+
+def check_redirect_uri(uri: str) -> None:
+    """InvalidInput unless `uri` is an absolute https URI, or http on loopback (RFC 8252 §7.3)."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(uri)
-    loopback = parts.hostname in {"127.0.0.1", "localhost", "::1"}
-    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname
+    except ValueError:
+        raise InvalidInput(f"Redirect URI {uri!r} is not a URI.") from None
+    loopback = host in {"127.0.0.1", "localhost", "::1"}
+    if not host or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
         raise InvalidInput(f"Redirect URI {uri!r} must use https (http only on loopback).")
-    if parts.fragment:
+    if parts.fragment or "#" in uri:
         raise InvalidInput(f"Redirect URI {uri!r} must not have a fragment.")
+
+
+# Signature keys a client may sign assertions with: those of the algorithms we accept
+# (Ed25519, ES256, RS256, PS256). Members only a private or a symmetric key has are refused:
+# the broker must never hold a client's secret key, and a shared key is not private_key_jwt.
+_SIGNING_KEYS = {"OKP": "Ed25519", "EC": "P-256"}
+_SECRET_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+_MIN_RSA_BITS = 2048
+
+
+def check_client_jwks(jwks: Any) -> None:
+    """InvalidInput unless `jwks` is a JWK Set of public signature keys we can verify with."""
+    keys = jwks.get("keys") if isinstance(jwks, dict) else None
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, dict) for k in keys):
+        raise InvalidInput("The client's keys must be a JWK Set with a keys array (RFC 7517).")
+    for jwk in keys:
+        if _SECRET_MEMBERS & set(jwk):
+            raise InvalidInput(
+                "The JWKS holds a private or symmetric key; register only the public keys."
+            )
+        kty = jwk.get("kty")
+        if not isinstance(kty, str):
+            raise InvalidInput("Each client key needs a kty (RFC 7517 §4.1).")
+        if kty in _SIGNING_KEYS and jwk.get("crv") != _SIGNING_KEYS[kty]:
+            raise InvalidInput(f"A {kty} key must be on {_SIGNING_KEYS[kty]}.")
+        if kty not in {*_SIGNING_KEYS, "RSA"}:
+            raise InvalidInput("Client keys must be Ed25519 (OKP), P-256 (EC) or RSA keys.")
+        if jwk.get("use", "sig") != "sig":
+            raise InvalidInput("Client keys must be signature keys (use: sig).")
+        # Checked before joserfc reads the key, which only warns about a short one.
+        if kty == "RSA" and _modulus_bits(jwk.get("n")) < _MIN_RSA_BITS:
+            raise InvalidInput(f"RSA keys must have at least {_MIN_RSA_BITS} bits.")
+    try:
+        KeySet.import_key_set(jwks)
+    except (JoseError, ValueError, TypeError) as exc:
+        raise InvalidInput(f"The client's JWKS is not valid: {exc.__class__.__name__}.") from None
+
+
+def _modulus_bits(n: Any) -> int:
+    if not isinstance(n, str):
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
+    except ValueError:
+        return 0
+    return int.from_bytes(raw, "big").bit_length()
 
 
 def _issued(row: OAuthClient, secret: str | None) -> IssuedClient:

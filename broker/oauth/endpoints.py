@@ -8,26 +8,44 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from authlib.consts import default_json_headers
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint
+from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError, InvalidRedirectURIError
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from joserfc import jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from joserfc.jws import JWSRegistry
 
 from broker.auth.secrets import secret_hash
 from broker.auth.tokens import AccessToken, verify_access_token
 from broker.consents import service as consents
 from broker.errors import BrokerError
 from broker.oauth import clients as client_registry
-from broker.oauth.clients import AUTH_METHODS, Client
+from broker.oauth.clients import AUTH_METHODS, CODE_GRANT, Client
 from broker.oauth.grants import revoke_refresh_family
 from broker.oauth.replay import first_use
-from broker.storage.tables import RefreshToken, RevokedAccessToken
+from broker.storage.tables import OAuthClient, RefreshToken, RevokedAccessToken, Service
 from policies import ACTIVE_STATES
 
 if TYPE_CHECKING:
     from broker.oauth.server import BrokerAuthorizationServer
+
+# Algorithms accepted for client assertions (private_key_jwt): asymmetric only, as advertised
+# in the metadata. "EdDSA" is RFC 8037's name for the Ed25519 signature (RFC 9864).
+ASSERTION_ALGS = ("Ed25519", "EdDSA", "ES256", "RS256", "PS256")
+_MAX_DESCRIPTION = 300
+
+
+def _described(text: str) -> str:
+    # RFC 6749 §5.2 allows only %x20-21 / %x23-5B / %x5D-7E in error_description, and Authlib
+    # raises (a 500) on anything else; our messages may quote what a client sent.
+    cleaned = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
+    return cleaned[:_MAX_DESCRIPTION]
 
 
 @dataclass
@@ -180,47 +198,199 @@ class Revocation(RevocationEndpoint):  # type: ignore[misc]
             server.session.add(RevokedAccessToken(jti=jti, expires_at=exp))
 
 
-class Registration(ClientRegistrationEndpoint):  # type: ignore[misc]
-    """RFC 7591 with an operator-issued initial access token bound to one catalogue service."""
+class InitialAccessTokenError(OAuth2Error):  # type: ignore[misc]
+    """RFC 7591 §3 with RFC 6750 §3: the initial access token is missing or not valid.
 
-    def authenticate_token(self, request: Any) -> str | None:
+    401 with a Bearer challenge; it names `invalid_token` only when a token was presented.
+    """
+
+    error = "invalid_token"
+    status_code = 401
+
+    def __init__(self, description: str, *, token_given: bool) -> None:
+        super().__init__(description=description)
+        self.token_given = token_given
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        """The JSON headers and the RFC 6750 challenge."""
+        headers: list[tuple[str, str]] = super().get_headers()
+        challenge = 'Bearer realm="omadata"'
+        if self.token_given:
+            challenge += ', error="invalid_token"'
+        headers.append(("WWW-Authenticate", challenge))
+        return headers
+
+
+class Registration(ClientRegistrationEndpoint):  # type: ignore[misc]
+    """RFC 7591 with an operator-issued initial access token bound to one catalogue service.
+
+    The token is used up only by a registration that succeeds, so a client that sent bad
+    metadata may correct it and try again. The response holds what was registered (RFC 7591
+    §3.2.1), which may be narrower than what was asked: the grants and scopes follow the
+    service's roles in the catalogue.
+    """
+
+    def create_registration_response(self, request: Any) -> tuple[int, dict[str, Any], Any]:
+        request.credential = self.authenticate_token(request)
+        service = _server(self).session.get(Service, request.credential)
+        if service is None:  # the catalogue lost the service after the token was issued
+            raise InvalidClientMetadataError("The service of this token is not in the catalogue.")
+        data = request.payload.data
+        if data:
+            # Before Authlib's own checks, which would call a bad URI invalid_client_metadata
+            # (RFC 7591 §3.2.2 has invalid_redirect_uri for it) and raise (a 500) on members of
+            # the wrong JSON type.
+            _check_redirect_uris(service, data.get("redirect_uris", []))
+            _check_shapes(data)
+            if "jwks" in data:
+                try:
+                    client_registry.check_client_jwks(data["jwks"])
+                except BrokerError as exc:
+                    raise InvalidClientMetadataError(_described(exc.detail)) from None
+        metadata = self.extract_client_metadata(request)
+        _check_registrable(service, metadata)
+        return 201, self.save_client({}, metadata, request), default_json_headers
+
+    def authenticate_token(self, request: Any) -> str:
         scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return None
+        if scheme.lower() != "bearer" or not token.strip():
+            raise InitialAccessTokenError(
+                "This needs an initial access token from the operator: Authorization: Bearer.",
+                token_given=False,
+            )
         server = _server(self)
-        return client_registry.redeem_registration_token(server.session, token.strip(), server.now)
+        request.initial_access_token = token.strip()
+        service_id = client_registry.registration_token_service(
+            server.session, request.initial_access_token, server.now
+        )
+        if service_id is None:
+            raise InitialAccessTokenError(
+                "The initial access token is unknown, used or expired.", token_given=True
+            )
+        return service_id
 
     def get_server_metadata(self) -> dict[str, Any]:
         return _server(self).metadata()
-
-    def generate_client_info(self, request: Any) -> dict[str, Any]:
-        # The client's credentials come from our registry, in save_client.
-        return {}
 
     def save_client(
         self, client_info: dict[str, Any], client_metadata: dict[str, Any], request: Any
     ) -> dict[str, Any]:
         server = _server(self)
+        service = server.session.get(Service, request.credential)
+        assert service is not None  # checked in create_registration_response
+        redirect_uris = client_metadata.get("redirect_uris") or []
         method = client_metadata.get("token_endpoint_auth_method", "client_secret_basic")
         try:
-            issued = client_registry.register_service_client(
-                server.session,
-                service_id=request.credential,
-                redirect_uris=client_metadata.get("redirect_uris", []),
-                now=server.now,
-                auth_method=method,
-                jwks=client_metadata.get("jwks"),
-            )
+            # One savepoint: the token is used up only if the client is registered with it.
+            with server.session.begin_nested():
+                if (
+                    client_registry.redeem_registration_token(
+                        server.session, request.initial_access_token, server.now
+                    )
+                    != service.id
+                ):
+                    raise InitialAccessTokenError(
+                        "The initial access token was used a moment ago.", token_given=True
+                    )
+                issued = client_registry.register_service_client(
+                    server.session,
+                    service_id=service.id,
+                    redirect_uris=redirect_uris,
+                    now=server.now,
+                    auth_method=method,
+                    jwks=client_metadata.get("jwks"),
+                )
         except BrokerError as exc:
-            from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError
-
-            raise InvalidClientMetadataError(exc.detail) from None
+            raise InvalidClientMetadataError(_described(exc.detail)) from None
+        row = server.session.get(OAuthClient, issued.client_id)
+        assert row is not None
         info = issued.as_json()
+        info["client_name"] = row.client_name
         info["client_id_issued_at"] = int(server.now.timestamp())
+        info["response_types"] = ["code"] if CODE_GRANT in issued.grant_types else []
+        if row.jwks is not None:
+            info["jwks"] = row.jwks
         if issued.client_secret is not None:
             info["client_secret_expires_at"] = 0
-        client_info.update(info)
         return info
+
+
+# RFC 7591 §2: the JSON type of each client metadata member we read or Authlib checks.
+_STRING_MEMBERS = frozenset(
+    {
+        "client_name",
+        "client_uri",
+        "logo_uri",
+        "tos_uri",
+        "policy_uri",
+        "jwks_uri",
+        "scope",
+        "software_id",
+        "software_version",
+        "token_endpoint_auth_method",
+    }
+)
+_STRING_ARRAY_MEMBERS = frozenset({"grant_types", "response_types", "contacts"})
+
+
+def _check_shapes(data: dict[str, Any]) -> None:
+    for name, value in data.items():
+        if name in _STRING_MEMBERS and not isinstance(value, str):
+            raise InvalidClientMetadataError(f"{_described(name)} must be a string.")
+        if name in _STRING_ARRAY_MEMBERS and not (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            raise InvalidClientMetadataError(f"{_described(name)} must be an array of strings.")
+
+
+def _check_redirect_uris(service: Service, uris: Any) -> None:
+    if not isinstance(uris, list) or not all(isinstance(u, str) for u in uris):
+        raise InvalidRedirectURIError("redirect_uris must be an array of URIs.")
+    for uri in uris:
+        try:
+            client_registry.check_redirect_uri(uri)
+        except BrokerError as exc:
+            raise InvalidRedirectURIError(_described(exc.detail)) from None
+    if service.is_consumer and not uris:
+        raise InvalidRedirectURIError("A consumer needs a redirect URI for the consent flow.")
+
+
+def _check_registrable(service: Service, metadata: dict[str, Any]) -> None:
+    """Refuse, rather than silently narrow, what this service may not have."""
+    allowed = client_registry.service_grant_types(service)
+    asked = metadata.get("grant_types")
+    if asked is not None and (
+        not isinstance(asked, list)
+        or not all(isinstance(g, str) for g in asked)
+        or not set(asked) <= set(allowed)
+    ):
+        raise InvalidClientMetadataError(
+            f"This service may use only the grant types {', '.join(allowed)}."
+        )
+    scopes = set(client_registry.service_scopes(service))
+    scope = metadata.get("scope")
+    if scope is not None and (not isinstance(scope, str) or not set(scope.split()) <= scopes):
+        raise InvalidClientMetadataError(
+            f"This service may have only the scopes {', '.join(sorted(scopes))}."
+        )
+    if "jwks_uri" in metadata:
+        raise InvalidClientMetadataError(
+            "Send the public keys inline as jwks; jwks_uri is not used."
+        )
+
+
+class _AssertionAlgorithms(JWSRegistry):
+    """joserfc's registry limited to ASSERTION_ALGS.
+
+    "EdDSA" is verified by joserfc's Ed25519 algorithm: the signature is byte for byte the same,
+    and asking joserfc for its deprecated "EdDSA" entry warns on every call.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(algorithms=[a for a in ASSERTION_ALGS if a != "EdDSA"])
+
+    def get_alg(self, name: str) -> Any:  # joserfc does not export the model's type
+        return super().get_alg("Ed25519" if name == "EdDSA" else name)
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
@@ -240,6 +410,18 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
     def validate_jti(self, claims: Any, jti: str) -> bool:
         exp = datetime.fromtimestamp(int(claims.get("exp", 0)), UTC) + timedelta(minutes=5)
         return first_use(self._server.session, f"client-assertion:{claims['iss']}", jti, exp)
+
+    def process_assertion_claims(self, assertion: str, resolve_key: Any) -> Any:
+        # Authlib lets joserfc choose the algorithms, and its default ("recommended") is HS256,
+        # RS256 and ES256: no Ed25519 or PS256 although we advertise them, and HS256 although
+        # a shared secret is not private_key_jwt. Name exactly the advertised ones.
+        try:
+            token = jwt.decode(assertion, resolve_key, registry=_AssertionAlgorithms())
+        except (JoseError, ValueError) as exc:
+            description = getattr(exc, "description", None) or "The client assertion is not valid."
+            raise InvalidClientError(description=_described(description)) from exc
+        self.verify_claims(token.claims)
+        return token.claims
 
     def resolve_client_public_key(self, client: Client) -> KeySet:
         if not client.row.jwks:

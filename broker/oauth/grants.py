@@ -112,6 +112,18 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
 
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)  # noqa: RUF012 - Authlib's class attribute
 
+    @staticmethod
+    def validate_authorization_redirect_uri(request: Any, client: Any) -> str:
+        # Authlib's error repeats the URI in error_description and then refuses (a 500) one
+        # with characters RFC 6749 §5.2 does not allow there, such as a quote.
+        asked = request.payload.redirect_uri
+        if asked and not client.check_redirect_uri(asked):
+            raise InvalidRequestError("The redirect_uri is not registered for this client.")
+        redirect_uri: str = grants.AuthorizationCodeGrant.validate_authorization_redirect_uri(
+            request, client
+        )
+        return redirect_uri
+
     def save_authorization_code(self, code: str, request: Any) -> None:
         server = _server(self)
         user: GrantUser = request.user
@@ -123,7 +135,8 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
                 person_id=user.person_id,
                 actor_id=user.actor_id,
                 redirect_uri=request.payload.redirect_uri or "",
-                scope=request.payload.scope or "",
+                # The scope Authlib allowed this client (request.scope), never the raw request.
+                scope=request.scope or "",
                 code_challenge=data["code_challenge"],
                 code_challenge_method=data["code_challenge_method"],
                 authorization_details=request.granted_details,

@@ -15,6 +15,7 @@ from authlib.oauth2.rfc6749.errors import InvalidGrantError
 from broker.auth.secrets import new_secret, pairwise_subject, server_secret
 from broker.auth.tokens import issue_access_token
 from broker.consents import service as consents
+from broker.oauth.clients import Scope
 from broker.oauth.grants import GrantUser, store_refresh_token
 from policies import ACTIVE_STATES
 
@@ -50,6 +51,9 @@ class TokenIssuer:
         if bound is not None and (proof is None or proof.jkt != bound):
             # RFC 9449 §5: a refresh token bound to a key is used only with a proof by that key.
             raise InvalidGrantError("This refresh token is bound to a DPoP key; prove it.")
+        if consent_ids and Scope.RELEASE.value not in scope.split():
+            # A consent is what opens the release API; the token says so in `scope` too.
+            scope = " ".join([*scope.split(), Scope.RELEASE.value])
         extra: dict[str, Any] = {}
         if details:
             extra["authorization_details"] = details

@@ -14,6 +14,7 @@ from typing import Any
 
 from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc6749.errors import UnsupportedResponseTypeError
 from authlib.oauth2.rfc6749.requests import JsonRequest
 from sqlmodel import Session
 from starlette.responses import Response
@@ -29,7 +30,13 @@ from broker.oauth.clients import (
     find_client,
 )
 from broker.oauth.dpop import DPoPError, verify_dpop_proof
-from broker.oauth.endpoints import Introspection, PrivateKeyJWT, Registration, Revocation
+from broker.oauth.endpoints import (
+    ASSERTION_ALGS,
+    Introspection,
+    PrivateKeyJWT,
+    Registration,
+    Revocation,
+)
 from broker.oauth.grants import (
     ClientCredentials,
     CodeGrant,
@@ -43,8 +50,6 @@ from broker.oauth.requests import FormRequest
 from broker.runtime import Runtime
 
 AUTHORIZATION_DETAILS_TYPE = "omadata_release"
-# Algorithms accepted for client assertions (private_key_jwt): asymmetric only.
-ASSERTION_ALGS = ("Ed25519", "EdDSA", "ES256", "RS256", "PS256")
 
 
 class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
@@ -71,6 +76,25 @@ class BrokerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
     def query_client(self, client_id: str) -> Client | None:
         return find_client(self.session, client_id)
+
+    def get_authorization_grant(self, request: OAuth2Request) -> Any:
+        # Authlib puts the request's response_type into the error_description of its
+        # unsupported_response_type error and then refuses (a 500) any value with characters
+        # RFC 6749 §5.2 does not allow there; describe the error without echoing the value.
+        if CodeGrant.check_authorization_endpoint(request):
+            return super().get_authorization_grant(request)
+        redirect_uri = None
+        client = self.query_client(request.payload.client_id or "")
+        if client is not None:
+            # Redirect only to a URI registered for the client (RFC 6749 §4.1.2.1).
+            asked = request.payload.redirect_uri
+            if asked is None:
+                redirect_uri = client.get_default_redirect_uri()
+            elif client.check_redirect_uri(asked):
+                redirect_uri = asked
+        raise UnsupportedResponseTypeError(
+            "code", "Only response_type=code is supported.", redirect_uri=redirect_uri
+        )
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         # Refresh tokens are stored when issued (issuer.issue); access tokens are JWTs that

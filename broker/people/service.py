@@ -56,16 +56,35 @@ def add_person(
     session.add(person)
     session.flush()
     for issuer, subject in identities:
-        taken = session.exec(
-            select(PersonIdentity).where(
-                PersonIdentity.issuer == issuer, PersonIdentity.subject == subject
-            )
-        ).first()
-        if taken is not None:
-            raise Conflict(f"The identity {subject!r} at {issuer} belongs to another person.")
-        session.add(PersonIdentity(person_id=pid, issuer=issuer, subject=subject))
-    session.flush()
+        link_identity(session, pid, issuer=issuer, subject=subject)
     return person
+
+
+def person_by_identity(session: Session, *, issuer: str, subject: str) -> Person | None:
+    """The person an external identity (issuer, subject) is linked to, or None."""
+    return session.exec(
+        select(Person)
+        .join(PersonIdentity, col(PersonIdentity.person_id) == col(Person.id))
+        .where(PersonIdentity.issuer == issuer, PersonIdentity.subject == subject)
+    ).first()
+
+
+def link_identity(session: Session, person_id: str, *, issuer: str, subject: str) -> bool:
+    """Let the person sign in as (issuer, subject); False if already linked to them.
+
+    Conflict if the identity is another person's: one identity signs in one person only.
+    """
+    get_person(session, person_id)
+    if not issuer.strip() or not subject.strip():
+        raise InvalidInput("An identity needs an issuer and a subject.")
+    owner = person_by_identity(session, issuer=issuer, subject=subject)
+    if owner is not None:
+        if owner.id == person_id:
+            return False
+        raise Conflict(f"The identity {subject!r} at {issuer} belongs to another person.")
+    session.add(PersonIdentity(person_id=person_id, issuer=issuer, subject=subject))
+    session.flush()
+    return True
 
 
 def ensure_delegation(session: Session, spec: DelegationSpec, now: datetime) -> bool:

@@ -59,6 +59,7 @@ def _form(
         error=translator(language)(error) if error else None,
         username=username,
         oidc_enabled=runtime.settings.oidc_enabled,
+        oidc_name=runtime.settings.oidc_display_name,
         status=status,
     )
     response.set_cookie(
@@ -119,7 +120,12 @@ def signin(
             now=now,
             lifetime=timedelta(minutes=runtime.settings.session_lifetime_minutes),
         )
-    response = RedirectResponse(target, status_code=303)
+    return signed_in(runtime, cookie, target)
+
+
+def signed_in(runtime: Runtime, cookie: str, target: str) -> Response:
+    """The redirect to `target` that hands the browser its new session cookie."""
+    response = RedirectResponse(safe_next(target), status_code=303)
     response.set_cookie(
         COOKIE,
         cookie,

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import httpx
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import OAuth2Client
+from joserfc.jwk import KeySet
 
+from broker.demo.browser import forms_of
 from broker.oauth import clients
 from broker.people.credentials import set_password
 from broker.storage import transaction
@@ -20,26 +23,7 @@ from tests.conftest import LiveBroker
 
 REDIRECT_URI = "http://127.0.0.1:9/callback"
 PASSWORD = "correct horse battery staple"
-
-
-class _Forms(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: list[dict[str, Any]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self.forms.append({"action": a.get("action", ""), "inputs": []})
-        elif tag == "input" and self.forms:
-            self.forms[-1]["inputs"].append(a)
-
-
-def forms_of(html: str) -> list[dict[str, Any]]:
-    """The forms of a page with their inputs' attributes."""
-    parser = _Forms()
-    parser.feed(html)
-    return parser.forms
+LABS = [{"type": "omadata_release", "agreement": "selfcare-labs-medications"}]
 
 
 @dataclass
@@ -180,3 +164,61 @@ def redirect_params(response: httpx.Response) -> dict[str, str]:
 
 def absolute(live: LiveBroker, location: str) -> str:
     return urljoin(live.url, location)
+
+
+def register_auditor(live: LiveBroker, name: str = "Tietosuojavaltuutettu") -> tuple[str, str]:
+    """A new auditor client's id and secret."""
+    with transaction(live.runtime.engine) as session:
+        issued = clients.register_auditor(session, name=name, now=datetime.now(UTC))
+    assert issued.client_secret is not None
+    return issued.client_id, issued.client_secret
+
+
+def published_jwks(live: LiveBroker) -> KeySet:
+    """The broker's keys as any resource server gets them: from the published JWKS URL."""
+    meta = httpx.get(f"{live.url}/.well-known/oauth-authorization-server").json()
+    return KeySet.import_key_set(httpx.get(meta["jwks_uri"]).json())
+
+
+def b64url(raw: bytes) -> str:
+    """Unpadded base64url (RFC 7515 §2)."""
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def s256(verifier: str) -> str:
+    """The PKCE S256 challenge of a verifier (RFC 7636 §4.2)."""
+    return b64url(hashlib.sha256(verifier.encode("ascii")).digest())
+
+
+def authorize_url(live: LiveBroker, client_id: str, verifier: str, **params: Any) -> str:
+    """An authorization request built by hand; a parameter given as None is left out."""
+    query: dict[str, Any] = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": REDIRECT_URI,
+        "state": generate_token(16),
+        "code_challenge": s256(verifier),
+        "code_challenge_method": "S256",
+        "authorization_details": json.dumps(LABS),
+    }
+    query.update(params)
+    return f"{live.url}/oauth/authorize?" + urlencode(
+        {k: v for k, v in query.items() if v is not None}
+    )
+
+
+def code_flow(
+    consumer: Consumer,
+    browser: Browser,
+    user: str = "aino-virtanen",
+    details: list[dict[str, Any]] | None = None,
+    **answer: Any,
+) -> dict[str, Any]:
+    """The whole consent flow with Authlib's client: the token response."""
+    verifier = new_verifier()
+    url, state = consumer.authorization_url(details or LABS, verifier)
+    page = browser.open_consent(url, user)
+    assert page.status_code == 200, page.text[:300]
+    answered = browser.answer(page, "approve", **answer)
+    assert redirect_params(answered)["state"] == state
+    return consumer.exchange(answered.headers["location"], verifier)

@@ -110,14 +110,22 @@ class AuditDirectory:
 
     def verified_hashes(self) -> list[bytes]:
         """The leaf hashes covered by the last verification that passed."""
-        if not self.verified_hashes_file.exists():
-            return []
-        data = self.verified_hashes_file.read_bytes()
+        data = self.verified_hashes_bytes()
         return [data[i : i + 32] for i in range(0, len(data) - len(data) % 32, 32)]
+
+    def verified_hashes_bytes(self) -> bytes:
+        """`verified_hashes` as one byte string (32 bytes each), empty if none."""
+        if not self.verified_hashes_file.exists():
+            return b""
+        return self.verified_hashes_file.read_bytes()
 
     def accept(self, note: bytes, leaf_hashes: Sequence[bytes]) -> None:
         """Trust `note` and the entries it covers, for the next verification."""
-        self.verified_hashes_file.write_bytes(b"".join(leaf_hashes))
+        self.accept_joined(note, b"".join(leaf_hashes))
+
+    def accept_joined(self, note: bytes, joined_leaf_hashes: bytes) -> None:
+        """`accept` with the leaf hashes already joined into one byte string."""
+        self.verified_hashes_file.write_bytes(joined_leaf_hashes)
         self.trusted_file.write_bytes(note)
 
 
@@ -147,7 +155,11 @@ def verify_directory(
     check_leaves: bool = False,
     accept: bool = True,
 ) -> AuditReport:
-    """Verify the copy in `directory`; on success (and with `accept`) trust it for next time."""
+    """Verify the copy in `directory`; on success (and with `accept`) trust it for next time.
+
+    With `check_leaves`, also decode every leaf and fail on any that is not canonical broker
+    JSON (several times slower); without it, event types are counted from the raw bytes.
+    """
     report = AuditReport()
     note = directory.read_checkpoint()
     if note is None:
@@ -157,20 +169,36 @@ def verify_directory(
     if checkpoint is None:
         return report
     report.tree_size, report.root_hash = checkpoint.size, checkpoint.root_hash
+    # Problems with the trusted checkpoint are listed last, after those of the entries.
+    trust_problems = AuditReport()
+    trusted = _trusted_checkpoint(directory, verifiers, origin, checkpoint, trust_problems)
+    report.trusted_size = trust_problems.trusted_size
 
     leaf_hashes = _read_and_hash(directory, checkpoint.size, report, check_leaves)
     if leaf_hashes is None:
+        report.failures.extend(trust_problems.failures)
         return report
-    _compare_with_verified(directory.verified_hashes(), leaf_hashes, report)
-    root = merkle.root_from_leaf_hashes(leaf_hashes) if leaf_hashes else merkle.EMPTY_ROOT
-    if root != checkpoint.root_hash:
+    # One byte string serves both the comparison with the verified copy and `accept`.
+    joined = b"".join(leaf_hashes)
+    _compare_with_verified(directory.verified_hashes_bytes(), joined, report)
+    sizes = {len(leaf_hashes)}
+    if trusted is not None and trusted.size <= len(leaf_hashes):
+        sizes.add(trusted.size)
+    # Both roots in one pass over the leaf hashes: the trusted one is a prefix of the tree.
+    heads = merkle.tree_heads(leaf_hashes, sizes)
+    if heads[len(leaf_hashes)] != checkpoint.root_hash:
         report.failures.append(
             f"The {len(leaf_hashes)} entries do not hash to the checkpoint's root: entries were "
             "changed, removed, reordered or added after the checkpoint was signed."
         )
-    _compare_with_trusted(directory, verifiers, origin, checkpoint, leaf_hashes, report)
+    if trusted is not None and trusted.size in heads and heads[trusted.size] != trusted.root_hash:
+        report.failures.append(
+            f"The first {trusted.size} entries no longer hash to the checkpoint verified before: "
+            "the new checkpoint is not consistent with it (history was rewritten or forked)."
+        )
+    report.failures.extend(trust_problems.failures)
     if report.ok and accept:
-        directory.accept(note, leaf_hashes)
+        directory.accept_joined(note, joined)
     return report
 
 
@@ -189,32 +217,65 @@ def _open(
 def _read_and_hash(
     directory: AuditDirectory, size: int, report: AuditReport, check_leaves: bool
 ) -> list[bytes] | None:
-    """Leaf hashes of entries 0..size-1, or None when the entries cannot be used at all."""
-    leaf_hashes: list[bytes] = []
-    expected = 0
-    problems: list[str] = []
+    """Leaf hashes of entries 0..size-1, or None when the entries cannot be used at all.
+
+    One pass over `entries.bin` in memory. This loop is the whole cost of verifying a large
+    log, so it is written flat: no generator, no per-entry copy for hashing.
+    """
     try:
-        for index, leaf in directory.iter_entries():
-            report.entries += 1
-            if index != expected:
-                if index > expected:
-                    missing = f"{expected}" if index == expected + 1 else f"{expected}-{index - 1}"
-                    problems.append(f"Entry {missing} is missing (the next one is {index}).")
-                else:
-                    problems.append(f"Entry {index} appears again after entry {expected - 1}.")
-                break
-            expected += 1
-            if index >= size:
-                continue  # the log grew after this checkpoint; those entries are not covered
-            leaf_hashes.append(hashlib.sha256(b"\x00" + leaf).digest())
-            if check_leaves or len(report.event_counts) < 64:
-                try:
-                    report.event_counts[str(decode_leaf(leaf)["type"])] += 1
-                except ValueError:
-                    problems.append(f"Entry {index} is not a well-formed broker log leaf.")
-    except AuditDirectoryError as exc:
-        report.failures.append(str(exc))
+        data = directory.entries_file.read_bytes()
+    except OSError as exc:
+        report.failures.append(f"cannot read {directory.entries_file}: {exc}")
         return None
+    view = memoryview(data)
+    unpack, header = _ENTRY.unpack_from, _ENTRY.size
+    sha, find, rfind = hashlib.sha256, data.find, data.rfind
+    leaf_hashes: list[bytes] = []
+    keep = leaf_hashes.append
+    # Event types by their raw bytes; without check_leaves a leaf is not decoded at all.
+    types: dict[bytes, int] = {}
+    count = types.get
+    problems: list[str] = []
+    offset, end, expected = 0, len(data), 0
+    while offset < end:
+        if offset + header > end:
+            report.failures.append(f"{directory.entries_file} ends in the middle of an entry")
+            return None
+        index, length = unpack(data, offset)
+        offset += header
+        stop = offset + length
+        if length > _MAX_LEAF or stop > end:
+            report.failures.append(f"{directory.entries_file}: entry {index} is cut short")
+            return None
+        report.entries += 1
+        if index != expected:
+            if index > expected:
+                missing = f"{expected}" if index == expected + 1 else f"{expected}-{index - 1}"
+                problems.append(f"Entry {missing} is missing (the next one is {index}).")
+            else:
+                problems.append(f"Entry {index} appears again after entry {expected - 1}.")
+            break
+        expected += 1
+        if index < size:  # later entries: the log grew after this checkpoint; not covered
+            h = sha(b"\x00")
+            h.update(view[offset:stop])
+            keep(h.digest())
+            if check_leaves:
+                kind = _decoded_type(data[offset:stop])
+            else:
+                # In canonical JSON an unescaped `"type":"` can only be the top-level key (every
+                # quote inside a string is escaped, and the only nested object is `subject`);
+                # it sits near the end, so search backwards.
+                at = rfind(b'"type":"', offset, stop) + 8
+                close = find(b'"', at, stop) if at >= 8 else -1
+                kind = data[at:close] if close >= 0 else None
+            if kind is None:
+                problems.append(f"Entry {index} is not a well-formed broker log leaf.")
+            else:
+                types[kind] = count(kind, 0) + 1
+        offset = stop
+    for kind, n in types.items():
+        report.event_counts[kind.decode("utf-8", errors="replace")] += n
     if len(leaf_hashes) < size:
         problems.append(
             f"The checkpoint commits to {size} entries but only {len(leaf_hashes)} are present: "
@@ -224,48 +285,50 @@ def _read_and_hash(
     return None if problems else leaf_hashes
 
 
-def _compare_with_verified(
-    verified: list[bytes], leaf_hashes: list[bytes], report: AuditReport
-) -> None:
-    changed = [i for i, (a, b) in enumerate(zip(verified, leaf_hashes, strict=False)) if a != b]
-    if changed:
-        shown = ", ".join(str(i) for i in changed[:_SHOWN])
-        more = f" and {len(changed) - _SHOWN} more" if len(changed) > _SHOWN else ""
-        report.failures.append(
-            f"Entries {shown}{more} differ from the copy verified before: "
-            "the log's history was rewritten."
-        )
+def _decoded_type(leaf: bytes) -> bytes | None:
+    """The event type of a leaf that is canonical broker JSON; None for any other bytes."""
+    try:
+        return str(decode_leaf(leaf)["type"]).encode("utf-8")
+    except ValueError:
+        return None
 
 
-def _compare_with_trusted(
+def _compare_with_verified(verified: bytes, joined: bytes, report: AuditReport) -> None:
+    common = min(len(verified), len(joined)) // 32 * 32
+    if verified[:common] == joined[:common]:
+        return
+    changed = [i for i in range(0, common, 32) if verified[i : i + 32] != joined[i : i + 32]]
+    shown = ", ".join(str(i // 32) for i in changed[:_SHOWN])
+    more = f" and {len(changed) - _SHOWN} more" if len(changed) > _SHOWN else ""
+    report.failures.append(
+        f"Entries {shown}{more} differ from the copy verified before: "
+        "the log's history was rewritten."
+    )
+
+
+def _trusted_checkpoint(
     directory: AuditDirectory,
     verifiers: Sequence[Verifier],
     origin: str | None,
     checkpoint: Checkpoint,
-    leaf_hashes: list[bytes],
     report: AuditReport,
-) -> None:
+) -> Checkpoint | None:
+    """The checkpoint verified before, if any and if the new one may extend it."""
     note = directory.read_checkpoint("trusted-checkpoint")
     if note is None:
-        return
+        return None
     trusted = _open(note, verifiers, origin, AuditReport(), "trusted checkpoint")
     if trusted is None:
         report.failures.append("The checkpoint trusted before no longer verifies with this key.")
-        return
+        return None
     report.trusted_size = trusted.size
     if checkpoint.size < trusted.size:
         report.failures.append(
             f"Rollback: the log now shows {checkpoint.size} entries, but {trusted.size} were "
             "verified before. A log never shrinks."
         )
-        return
-    prefix = leaf_hashes[: trusted.size]
-    old_root = merkle.root_from_leaf_hashes(prefix) if prefix else merkle.EMPTY_ROOT
-    if len(prefix) == trusted.size and old_root != trusted.root_hash:
-        report.failures.append(
-            f"The first {trusted.size} entries no longer hash to the checkpoint verified before: "
-            "the new checkpoint is not consistent with it (history was rewritten or forked)."
-        )
+        return None
+    return trusted
 
 
 def prove_entry(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "HashReader",
     "MemoryHashStore",
     "ProofError",
+    "ProofReads",
     "RootBuilder",
     "consistency_proof",
     "consistency_proof_size",
@@ -35,6 +37,8 @@ __all__ = [
     "node_hash",
     "prove_record",
     "prove_tree",
+    "record_proof_from_reads",
+    "record_proof_reads",
     "root_from_leaf_hashes",
     "split_stored_hash_index",
     "stored_hash_count",
@@ -42,6 +46,7 @@ __all__ = [
     "stored_hashes_for_batch",
     "stored_hashes_for_record_hash",
     "tree_hash",
+    "tree_heads",
     "verify_consistency",
     "verify_inclusion",
 ]
@@ -165,6 +170,49 @@ def _root(hashes: Sequence[bytes]) -> bytes:
             parents.append(level[-1])
         level = parents
     return level[0]
+
+
+def tree_heads(hashes: Sequence[bytes], sizes: Iterable[int]) -> dict[int, bytes]:
+    """MTH(D[m]) of the first m of the n leaf hashes, for each m in `sizes` (0 <= m <= n).
+
+    One level-by-level pass, as `root_from_leaf_hashes`: the root of a prefix is read off the
+    way, from the perfect subtrees its binary decomposition names, instead of a second pass.
+    """
+    _check_leaf_hashes(hashes)
+    n = len(hashes)
+    wanted = set(sizes)
+    if any(not 0 <= m <= n for m in wanted):
+        raise ValueError(f"every size must be between 0 and {n}, got {sorted(wanted)}")
+    # parts[m][level] = the root of the perfect subtree of height `level` that ends the first
+    # m leaves' decomposition at that level: node (m >> level) - 1 of the level, complete
+    # because it ends at or before m <= n.
+    parts: dict[int, dict[int, bytes]] = {m: {} for m in wanted if m}
+    sha, prefix = _sha256, _NODE_PREFIX
+    level: Sequence[bytes] = hashes
+    height = 0
+    while True:
+        for m, found in parts.items():
+            if m >> height & 1:
+                found[height] = level[(m >> height) - 1]
+        if len(level) <= 1:
+            break
+        pairs = iter(level)
+        parents = [
+            sha(prefix + left + right).digest() for left, right in zip(pairs, pairs, strict=False)
+        ]
+        if len(level) & 1:
+            parents.append(level[-1])
+        level = parents
+        height += 1
+    heads = {0: EMPTY_ROOT} if 0 in wanted else {}
+    for m, found in parts.items():
+        # Largest subtree leftmost; fold from the right, as RootBuilder.root does.
+        subtrees = [found[h] for h in sorted(found, reverse=True)]
+        root = subtrees[-1]
+        for left in reversed(subtrees[:-1]):
+            root = sha(prefix + left + root).digest()
+        heads[m] = root
+    return heads
 
 
 def _check_leaf_hashes(hashes: Sequence[bytes]) -> None:
@@ -530,6 +578,79 @@ def prove_record(tree_size: int, index: int, reader: HashReader) -> list[bytes]:
     hashes = iter(_read(reader, indexes))
     proof = _leaf_proof(0, tree_size, index, hashes)
     _expect_consumed(hashes)
+    return proof
+
+
+@dataclass(frozen=True, slots=True)
+class ProofReads:
+    """The stored hashes an inclusion proof is made of, for a caller that reads them itself.
+
+    `indexes[k]` is a stored-hash index and `levels[k]` its level; the proof's j-th hash
+    (bottom-up) is the root of the next `parts[j]` of them, left to right.
+    """
+
+    indexes: list[int]
+    levels: list[int]
+    parts: list[int]
+
+
+def record_proof_reads(tree_size: int, index: int) -> ProofReads:
+    """What `prove_record(tree_size, index, ...)` reads, for `record_proof_from_reads`.
+
+    Lets a caller fetch the hashes its own way, for example keeping the upper levels, which
+    every proof needs, in memory. Iterative, unlike `prove_record`'s walk, as it serves proofs.
+    """
+    if not 0 <= index < tree_size:
+        raise ValueError(f"record {index} is not in a tree of size {tree_size}")
+    indexes: list[int] = []
+    levels: list[int] = []
+    parts: list[int] = []
+    # Bottom-up, as verify_inclusion walks: at each level the node on the path is `fn` and the
+    # last node of the level `sn`. An odd node has a perfect left sibling; an even one before the
+    # last has a right sibling, cut short by the tree's end along its right edge; the even last
+    # node has none and moves up unchanged.
+    fn, sn, level = index, tree_size - 1, 0
+    while sn:
+        if fn & 1:
+            last = (fn << level) - 1  # the sibling (level, fn - 1) ends at leaf fn * 2^level - 1
+            indexes.append(2 * last - last.bit_count() + level)  # stored_hash_index, inlined
+            levels.append(level)
+            parts.append(1)
+        elif fn < sn:
+            start = (fn + 1) << level
+            stop = min(start + (1 << level), tree_size)
+            count = 0
+            # [start, stop) splits into perfect subtrees, largest first: the binary digits of
+            # its width.
+            while start < stop:
+                height = (stop - start).bit_length() - 1
+                last = start + (1 << height) - 1
+                indexes.append(2 * last - last.bit_count() + height)
+                levels.append(height)
+                start = last + 1
+                count += 1
+            parts.append(count)
+        fn >>= 1
+        sn >>= 1
+        level += 1
+    return ProofReads(indexes, levels, parts)
+
+
+def record_proof_from_reads(reads: ProofReads, hashes: Sequence[bytes]) -> list[bytes]:
+    """The inclusion proof from the hashes at `reads.indexes`, in that order."""
+    if len(hashes) != len(reads.indexes):
+        raise ValueError(f"need {len(reads.indexes)} hashes, got {len(hashes)}")
+    proof: list[bytes] = []
+    position = 0
+    for count in reads.parts:
+        if count == 1:
+            proof.append(hashes[position])
+        else:
+            h = hashes[position + count - 1]
+            for k in range(position + count - 2, position - 1, -1):
+                h = _sha256(_NODE_PREFIX + hashes[k] + h).digest()
+            proof.append(h)
+        position += count
     return proof
 
 

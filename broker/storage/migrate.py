@@ -12,7 +12,10 @@ def alembic_config(engine: Engine) -> Config:
     """An Alembic config for the package's migrations, bound to `engine`."""
     config = Config()
     config.set_main_option("script_location", "broker:migrations")
-    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    url = engine.url.render_as_string(hide_password=False)
+    # Alembic's config is a ConfigParser, which reads `%` as interpolation: a password or path
+    # with a `%` in it (and the URL's own %-escapes) must reach it doubled.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes["engine"] = engine
     return config
 

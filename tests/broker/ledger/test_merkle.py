@@ -29,6 +29,8 @@ from broker.ledger.merkle import (
     node_hash,
     prove_record,
     prove_tree,
+    record_proof_from_reads,
+    record_proof_reads,
     root_from_leaf_hashes,
     split_stored_hash_index,
     stored_hash_count,
@@ -36,6 +38,7 @@ from broker.ledger.merkle import (
     stored_hashes_for_batch,
     stored_hashes_for_record_hash,
     tree_hash,
+    tree_heads,
     verify_consistency,
     verify_inclusion,
 )
@@ -465,6 +468,35 @@ def test_roots_of_arbitrary_entries(entries: list[bytes]) -> None:
     assert root_from_leaf_hashes(hashes) == builder.root() == s.root() == want
 
 
+def test_tree_heads_gives_the_root_of_every_prefix_asked_for_in_one_pass() -> None:
+    for size in (0, 1, 2, 3, 7, 8, 9, 300, 1023, 1024, 1025):
+        prefixes = [m for m in CHECKED_SIZES if m <= size] + [0, size]
+        heads = tree_heads(LEAF_HASHES[:size], prefixes)
+        assert set(heads) == set(prefixes)
+        for m in prefixes:
+            assert heads[m] == (oracle_root(m) if m else EMPTY_ROOT), (size, m)
+
+
+@settings(max_examples=200)
+@given(st.data())
+def test_tree_heads_of_random_prefixes(data: st.DataObject) -> None:
+    size = data.draw(st.integers(0, LARGEST))
+    prefixes = data.draw(st.lists(st.integers(0, size), max_size=4))
+    heads = tree_heads(LEAF_HASHES[:size], [*prefixes, size])
+    assert heads[size] == oracle_root(size)
+    for m in prefixes:
+        assert heads[m] == oracle_root(m)
+
+
+def test_tree_heads_refuses_sizes_it_cannot_answer_and_leaves_instead_of_hashes() -> None:
+    with pytest.raises(ValueError, match="between 0 and 3"):
+        tree_heads(LEAF_HASHES[:3], [4])
+    with pytest.raises(ValueError, match="between 0 and 3"):
+        tree_heads(LEAF_HASHES[:3], [-1])
+    with pytest.raises(ValueError, match="leaf hash 1 is 5 bytes"):
+        tree_heads([LEAF_HASHES[0], b"leaf!"], [2])
+
+
 def test_leaves_passed_instead_of_leaf_hashes_are_refused() -> None:
     with pytest.raises(ValueError, match="leaf hash 1 is 5 bytes"):
         root_from_leaf_hashes([LEAF_HASHES[0], b"leaf!"])
@@ -504,10 +536,20 @@ def check_inclusion(index: int, size: int) -> None:
         assert raises(verify_inclusion, index, wrong_size, leaf, proof, root)
 
 
+def check_proof_reads(index: int, size: int) -> None:
+    """The proof assembled from `record_proof_reads` is PATH, read from the stored hashes."""
+    reads = record_proof_reads(size, index)
+    assert len(reads.indexes) == len(reads.levels) == sum(reads.parts)
+    assert reads.levels == [split_stored_hash_index(i)[0] for i in reads.indexes]
+    hashes = store().read_hashes(reads.indexes)
+    assert record_proof_from_reads(reads, hashes) == rfc_path(index, ENTRIES[:size])
+
+
 def test_inclusion_proofs_for_every_leaf_of_every_small_tree() -> None:
     for size in range(1, SMALL + 1):
         for index in range(size):
             check_inclusion(index, size)
+            check_proof_reads(index, size)
 
 
 @settings(max_examples=200)
@@ -518,6 +560,15 @@ def test_inclusion_proofs_in_larger_trees(data: st.DataObject) -> None:
     )
     index = data.draw(st.integers(0, size - 1) | st.sampled_from([0, size // 2, size - 1]))
     check_inclusion(index, size)
+    check_proof_reads(index, size)
+
+
+def test_proof_reads_refuse_what_is_not_a_proof() -> None:
+    with pytest.raises(ValueError, match="record 5 is not in a tree of size 5"):
+        record_proof_reads(5, 5)
+    reads = record_proof_reads(5, 0)
+    with pytest.raises(ValueError, match="need 3 hashes, got 2"):
+        record_proof_from_reads(reads, [SOME_HASH, SOME_HASH])
 
 
 def test_inclusion_failures_say_what_failed() -> None:

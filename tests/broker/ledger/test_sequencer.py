@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Engine, func
-from sqlmodel import select
+from sqlalchemy import Engine, delete, func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
 
 from broker.consents import service as consents
 from broker.errors import InvalidInput
 from broker.ledger import merkle, store
-from broker.ledger.events import EventType, LogRecord
-from broker.ledger.sequencer import Ledger, unit_of_work
+from broker.ledger.events import EventType, LogRecord, decode_leaf, leaf_is_about
+from broker.ledger.sequencer import Ledger, LogAppender, unit_of_work
 from broker.people import service as people
 from broker.storage import create_db_engine, transaction
-from broker.storage.tables import Consent, LogEvent, Person
+from broker.storage.tables import Consent, LogEvent, Person, PersonSecret
 from tests.conftest import NOW
 
 
@@ -208,3 +211,126 @@ def test_no_consent_row_exists_without_its_entry(demo: Engine) -> None:
         total = session.exec(select(func.count()).select_from(LogEvent)).one()
     assert consent_ids == logged
     assert total == 4 + 3  # the demo's four published agreements, then the three consents
+
+
+def _queued_behind_a_gate(
+    ledger: Ledger, works: list[Callable[[Session, LogAppender], object]]
+) -> list[object]:
+    """Run `works` as one batch: each is queued while the writer is held in a unit of its own."""
+    gate, held = threading.Event(), threading.Event()
+    results: list[object] = [None] * len(works)
+
+    def hold(_s: Session, _log: LogAppender) -> None:
+        held.set()
+        gate.wait(30)
+
+    def call(k: int) -> None:
+        try:
+            results[k] = ledger.run(works[k])
+        except Exception as exc:
+            results[k] = exc
+
+    holder = threading.Thread(target=ledger.run, args=(hold,))
+    holder.start()
+    assert held.wait(30)
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(len(works))]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while ledger._queue.qsize() < len(works) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # All queued while the writer is held, so it takes them as one batch once let go.
+    assert ledger._queue.qsize() == len(works)
+    gate.set()
+    holder.join()
+    for t in threads:
+        t.join()
+    return results
+
+
+def _person_and_entry(n: int, *, fail: bool = False) -> Callable[[Session, LogAppender], int]:
+    def work(s: Session, log: LogAppender) -> int:
+        people.add_person(s, display_name=f"P{n}", language="fi", now=NOW, person_id=f"p-{n}")
+        index = log.append(_record(n, f"p-{n}"))
+        _fail_if_odd(1 if fail else 0)
+        return index
+
+    return work
+
+
+def test_a_failing_unit_in_a_batch_fails_alone_and_the_others_commit_once(engine: Engine) -> None:
+    works = [_person_and_entry(n, fail=n in (2, 5)) for n in range(8)]
+    with Ledger(engine) as ledger:
+        results = _queued_behind_a_gate(ledger, works)
+        retries = ledger.retries
+    assert retries == 1  # the optimistic run, then one careful run with savepoints
+    assert isinstance(results[2], InvalidInput)
+    assert isinstance(results[5], InvalidInput)
+    committed = [n for n in range(8) if n not in (2, 5)]
+    # The indexes returned are those of the run that committed: consecutive, in queue order.
+    assert [results[n] for n in committed] == list(range(6))
+    size, indexes, root = _log_state(engine)
+    assert (size, indexes, root) == (6, list(range(6)), _root_of_leaves(engine))
+    with transaction(engine, readonly=True) as session:
+        created = sorted(session.exec(select(Person.id).where(Person.id.startswith("p-"))).all())  # type: ignore[union-attr]
+        logged = sorted(session.exec(select(LogEvent.person_id)).all())  # type: ignore[arg-type]
+    assert created == logged == [f"p-{n}" for n in committed]
+
+
+def test_an_entry_the_database_refuses_fails_only_its_own_unit(engine: Engine) -> None:
+    # The tag secret of a person who does not exist cannot be stored (foreign key), which is
+    # found only when the batch is written: the batch is then retried unit by unit.
+    def nobody(_s: Session, log: LogAppender) -> int:
+        return log.append(_record(99, "nobody-at-all"))
+
+    works = [_person_and_entry(0), nobody, _person_and_entry(1)]
+    with Ledger(engine) as ledger:
+        results = _queued_behind_a_gate(ledger, works)
+        retries = ledger.retries
+    assert retries == 1
+    assert isinstance(results[1], IntegrityError)
+    assert results[0] == 0
+    assert results[2] == 1
+    size, indexes, root = _log_state(engine)
+    assert (size, indexes, root) == (2, [0, 1], _root_of_leaves(engine))
+
+
+def test_a_shredded_secret_is_never_used_again(demo: Engine) -> None:
+    person = "aino-virtanen"
+    with Ledger(demo) as ledger:
+        first = ledger.run(lambda _s, log: log.append(_record(1, person)))
+        with transaction(demo, readonly=True) as session:
+            old = store.find_secret(session, person)
+        with transaction(demo) as session:
+            session.execute(delete(PersonSecret).where(PersonSecret.person_id == person))  # type: ignore[arg-type]
+        second = ledger.run(lambda _s, log: log.append(_record(2, person)))
+    with transaction(demo, readonly=True) as session:
+        new = store.find_secret(session, person)
+        leaves = dict(store.leaves(session, first, second + 1))
+    assert old is not None
+    assert new is not None
+    assert new != old
+    assert leaf_is_about(decode_leaf(leaves[first]), old)
+    assert not leaf_is_about(decode_leaf(leaves[second]), old)
+    assert leaf_is_about(decode_leaf(leaves[second]), new)
+
+
+def test_units_of_one_process_share_commits_but_each_person_gets_one_secret(
+    demo: Engine,
+) -> None:
+    persons = ["aino-virtanen", "sam-taylor", "karin-lindqvist"]
+    works = [
+        (lambda _s, log, p=p, n=n: log.append(_record(n, p))) for n, p in enumerate(persons * 3)
+    ]
+    with Ledger(demo) as ledger:
+        _queued_behind_a_gate(ledger, works)
+    with transaction(demo, readonly=True) as session:
+        secrets = {p: store.find_secret(session, p) for p in persons}
+        events = session.exec(select(LogEvent).where(LogEvent.event_type == "data.released")).all()
+        leaves = dict(store.leaves(session, 0, 1000))
+    assert len(events) == 9
+    for event in events:
+        assert event.person_id is not None
+        secret = secrets[event.person_id]
+        assert secret is not None
+        assert leaf_is_about(decode_leaf(leaves[event.idx]), secret)

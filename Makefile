@@ -1,12 +1,13 @@
 # Two commands do all set-up on a fresh machine with Python 3.11 and make:
 #   make run    install into .venv, migrate the SQLite database under var/, load the demo, serve
+#               the broker with the demo sources and the self-care app (sign-ins are printed)
 #   make test   install into .venv, run ruff, mypy --strict and pytest
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest install clean bench
+.PHONY: run demo test lint typecheck pytest install clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +20,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/broker db upgrade
 	$(BIN)/broker catalogue load --demo
-	$(BIN)/broker serve
+	$(BIN)/broker demo serve
+
+# The whole story over real HTTP on free ports, step by step; non-zero exit if a step fails.
+demo: $(STAMP)
+	$(BIN)/broker demo walk
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -8,10 +8,14 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
+from broker.demo import CONNECTORS_FILE
 from broker.ledger.sequencer import Ledger
 from broker.ledger.signer import CheckpointSigner, CheckpointTimer
+from broker.notifications.worker import Notifier
 from broker.settings import Environment, Settings
 from broker.storage import create_db_engine
+from connectors.base import Connector
+from connectors.config import load_connectors
 from keys import KeyStore, KeyUse
 
 _log = logging.getLogger(__name__)
@@ -31,20 +35,39 @@ def open_keystore(settings: Settings) -> KeyStore:
     return keystore
 
 
+def open_sources(settings: Settings) -> dict[str, Connector]:
+    """A connector per source named by the settings' connectors file (the demo's by default)."""
+    path = settings.connectors_file
+    if path is None and settings.environment is Environment.DEVELOPMENT:
+        path = CONNECTORS_FILE
+    if path is None:
+        return {}
+    return load_connectors(
+        path, base_urls=settings.source_base_urls, timeout=settings.source_timeout_seconds
+    )
+
+
 @dataclass
 class Runtime:
-    """Engine, keys, log writer and checkpoint signer of one broker process."""
+    """Engine, keys, log writer, checkpoint signer and notifier of one broker process."""
 
     settings: Settings
     engine: Engine
     keystore: KeyStore
     ledger: Ledger
     signer: CheckpointSigner
+    sources: dict[str, Connector] = field(default_factory=dict)
     _timer: CheckpointTimer | None = field(default=None, repr=False)
+    notifier: Notifier | None = field(default=None, repr=False)
 
     @classmethod
-    def create(cls, settings: Settings, engine: Engine | None = None) -> Runtime:
-        """Build (but do not start) the runtime for `settings`."""
+    def create(
+        cls,
+        settings: Settings,
+        engine: Engine | None = None,
+        sources: dict[str, Connector] | None = None,
+    ) -> Runtime:
+        """Build (but do not start) the runtime for `settings`; `sources` replace the file's."""
         engine = engine or create_db_engine(settings.effective_database_url)
         keystore = open_keystore(settings)
         return cls(
@@ -53,10 +76,12 @@ class Runtime:
             keystore=keystore,
             ledger=Ledger(engine),
             signer=CheckpointSigner(engine, keystore, settings.log_origin),
+            sources=open_sources(settings) if sources is None else sources,
         )
 
     def start(self) -> Runtime:
-        """Verify the stored log, sign a first checkpoint, start the writer and the signer.
+        """Verify the stored log, sign a first checkpoint, start the writer, the signer and the
+        notifier (webhooks and the expiry sweep).
 
         Raises LogIntegrityError, and so refuses to start, if the stored log does not verify.
         """
@@ -67,12 +92,19 @@ class Runtime:
         self._timer = CheckpointTimer(
             self.signer.sign_if_grown, self.settings.checkpoint_interval_seconds
         ).start()
+        self.notifier = Notifier(self.engine, self.keystore, self.ledger, self.settings).start()
         return self
 
     def stop(self) -> None:
-        """Stop signing, finish queued log writes, sign what they added."""
+        """Stop notifying (its sweep writes through the log), stop signing, finish queued log
+        writes, sign what they added."""
+        if self.notifier is not None:
+            self.notifier.stop()
+            self.notifier = None
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
         self.ledger.close()
         self.signer.sign_if_grown()
+        for connector in self.sources.values():
+            connector.close()

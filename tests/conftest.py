@@ -24,6 +24,7 @@ from sqlmodel import SQLModel
 
 from broker.catalogue.files import demo_catalogue_path, read_catalogue
 from broker.catalogue.service import load_catalogue
+from broker.demo.stack import free_port
 from broker.ledger.sequencer import unit_of_work
 from broker.storage import create_db_engine
 from broker.storage.migrate import upgrade
@@ -135,54 +136,32 @@ def unguarded(engine: Engine) -> Iterator[Engine]:
                 )
 
 
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class LiveBroker:
     """A broker served by uvicorn on loopback in this process, for tests over real HTTP."""
 
-    def __init__(self, engine: Engine, data_dir: Path) -> None:
-        import threading
-
-        import uvicorn
-
+    def __init__(self, engine: Engine, data_dir: Path, **settings: Any) -> None:
         from broker.api import create_app
+        from broker.demo.stack import Served
         from broker.settings import Settings
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.settings = Settings(
-            data_dir=data_dir, public_url=self.url, checkpoint_interval_seconds=0.2
+            data_dir=data_dir, public_url=self.url, checkpoint_interval_seconds=0.2, **settings
         )
         self.app = create_app(self.settings, engine=engine)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.served = Served(self.app, self.port)
 
     @property
     def runtime(self) -> Any:
         return self.app.state.runtime
 
     def __enter__(self) -> LiveBroker:
-        import time
-
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the broker did not start")
-            time.sleep(0.02)
+        self.served.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
+        self.served.stop()
 
 
 @pytest.fixture

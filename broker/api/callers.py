@@ -102,5 +102,6 @@ def _auditor(runtime: RuntimeDep, token: BearerToken) -> AuditorCaller:
 
 SignedInPerson = Annotated[PersonCaller, Depends(_person)]
 ConsumerCaller = Annotated[ServiceCaller, Depends(_service(Scope.CONSENTS_READ))]
+ReleaseCaller = Annotated[ServiceCaller, Depends(_service(Scope.RELEASE))]
 SourceCaller = Annotated[ServiceCaller, Depends(_service(Scope.SOURCE_CONSENTS))]
 Auditor = Annotated[AuditorCaller, Depends(_auditor)]

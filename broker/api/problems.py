@@ -21,6 +21,8 @@ from broker.errors import (
     NotAuthenticated,
     NotFound,
     NotPermitted,
+    SourceFailed,
+    SourceTimedOut,
 )
 from broker.ledger.errors import LogError
 
@@ -30,6 +32,8 @@ _STATUS: list[tuple[type[BrokerError], int]] = [
     (NotFound, 404),
     (Conflict, 409),
     (InvalidInput, 422),
+    (SourceTimedOut, 504),
+    (SourceFailed, 502),
     (NotPermitted, 403),
     (NotAuthenticated, 401),
     (LogError, 503),
@@ -58,17 +62,25 @@ def status_of(error: BrokerError) -> int:
     return next((status for kind, status in _STATUS if isinstance(error, kind)), 400)
 
 
+def extensions(error: BrokerError) -> dict[str, Any]:
+    """The problem members beyond RFC 9457's own that a domain error carries."""
+    extra: dict[str, Any] = {}
+    problems = getattr(error, "problems", None)
+    if problems:
+        extra["problems"] = problems
+    for name in ("reason", "log_index"):
+        if getattr(error, name, None) is not None:
+            extra[name] = getattr(error, name)
+    return extra
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into a problem."""
 
     @app.exception_handler(BrokerError)
     async def _domain(request: Request, exc: BrokerError) -> JSONResponse:
-        extra: dict[str, Any] = {}
-        problems = getattr(exc, "problems", None)
-        if problems:
-            extra["problems"] = problems
         response = problem(
-            status_of(exc), exc.code, exc.title, exc.detail, request.url.path, **extra
+            status_of(exc), exc.code, exc.title, exc.detail, request.url.path, **extensions(exc)
         )
         response.headers.update(exc.headers)
         return response

@@ -155,10 +155,19 @@ class AgreementSpec(_Strict):
         return self
 
 
-class IdentitySpec(_Strict):
-    """An external identity (issuer and subject) a person signs in with."""
+SourceIssuer = Annotated[
+    str, StringConstraints(pattern=r"^urn:omadata:source:[a-z0-9][a-z0-9-]{0,62}$")
+]
 
-    issuer: AnyHttpUrl
+
+class IdentitySpec(_Strict):
+    """An identity (issuer and subject) of the person elsewhere.
+
+    An http(s) issuer is an identity provider the person signs in with; `urn:omadata:source:ID`
+    is how source service ID knows the person, the subject the broker names when it fetches.
+    """
+
+    issuer: AnyHttpUrl | SourceIssuer
     subject: NonEmpty
 
 

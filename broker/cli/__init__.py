@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from broker.cli import audit, clients, keys, operator
+from broker.cli import audit, clients, demo, keys, operator
 
 app = typer.Typer(help="OmaData consent broker.", no_args_is_help=True)
 app.command()(operator.serve)
@@ -13,7 +13,7 @@ app.add_typer(operator.catalogue_app, name="catalogue")
 app.add_typer(operator.person_app, name="person")
 app.add_typer(operator.consent_app, name="consent")
 app.add_typer(operator.log_app, name="log")
-app.add_typer(operator.demo_app, name="demo")
+app.add_typer(demo.app, name="demo")
 app.add_typer(keys.app, name="keys")
 app.add_typer(clients.service_app, name="service")
 app.add_typer(clients.auditor_app, name="auditor")

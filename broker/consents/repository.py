@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlmodel import Session, col, func, select
 
 from broker.storage.tables import Consent, ConsentEvent, ConsentField, DataAgreement
+from policies import ACTIVE_STATES
 
 
 def consents_of(session: Session, person_id: str) -> Sequence[tuple[Consent, DataAgreement]]:
@@ -106,3 +107,17 @@ def append_event(
     session.add(event)
     session.flush()
     return event
+
+
+def due_for_expiry(session: Session, now: datetime, *, limit: int) -> Sequence[str]:
+    """Ids of consents still stored as active whose `valid_until` is not after `now`."""
+    stmt = (
+        select(Consent.id)
+        .where(
+            col(Consent.status).in_(sorted(s.value for s in ACTIVE_STATES)),
+            col(Consent.valid_until) <= now,
+        )
+        .order_by(col(Consent.valid_until), col(Consent.id))
+        .limit(limit)
+    )
+    return session.exec(stmt).all()

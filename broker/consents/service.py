@@ -7,7 +7,7 @@ event in the same transaction, so no consent is ever changed without its history
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -20,6 +20,7 @@ from broker.consents import repository as repo
 from broker.errors import Conflict, ConsentNotActive, InvalidInput, NotFound, NotPermitted
 from broker.ledger.events import EventType, LogRecord, timestamp
 from broker.ledger.sequencer import LogAppender
+from broker.notifications import outbox
 from broker.people import access
 from broker.people import service as people
 from broker.storage.tables import Consent, ConsentField, DataAgreement
@@ -282,6 +283,30 @@ def revoke_consent(
     )
 
 
+def expire_consent(
+    session: Session, log: LogAppender, *, consent_id: str, now: datetime
+) -> ConsentRecord | None:
+    """Mark a consent past its `valid_until` expired (the broker acts, not a person).
+
+    None, changing nothing, if it is not stored as active or not yet past its window, so that
+    sweeps in several processes mark each consent once.
+    """
+    consent, agreement = _locked(session, consent_id)
+    if ConsentStatus(consent.status) not in ACTIVE_STATES or consent.valid_until > now:
+        return None
+    return _change(
+        session,
+        log,
+        consent,
+        agreement,
+        ConsentEventType.EXPIRED,
+        ConsentStatus.EXPIRED,
+        now=now,
+        actor_id=None,
+        role=ActorRole.SYSTEM,
+    )
+
+
 def get_consent(session: Session, consent_id: str, now: datetime) -> ConsentRecord:
     """One consent with its history; NotFound if unknown."""
     found = repo.consent_with_agreement(session, consent_id)
@@ -327,9 +352,20 @@ def withdraw_as(
     return withdraw_consent(session, log, consent_id=consent_id, actor_id=actor_id, now=now)
 
 
-def decide_release(session: Session, request: ReleaseRequest, now: datetime) -> ReleaseDecision:
-    """Find the person's consents for this consumer and source and decide `request` at `now`."""
+def decide_release(
+    session: Session,
+    request: ReleaseRequest,
+    now: datetime,
+    *,
+    under: Collection[str] | None = None,
+) -> ReleaseDecision:
+    """Find the person's consents for this consumer and source and decide `request` at `now`.
+
+    `under` limits the decision to these consents, those an access token was issued for.
+    """
     rows = repo.consents_for_release(session, request.person_id, request.consumer, request.source)
+    if under is not None:
+        rows = [(c, a) for c, a in rows if c.id in under]
     fields = repo.fields_of_many(session, [c.id for c, _ in rows])
     asked = catalogue.categories_of_agreements(session, sorted({_pk(a) for _, a in rows}))
     grants = [_grant(c, a, fields[c.id], asked[_pk(a)]) for c, a in rows]
@@ -369,7 +405,8 @@ def _change(
     role: ActorRole,
     note: str = "",
 ) -> ConsentRecord:
-    """Change the consent's status with its history event and its log entry, all in this unit."""
+    """Change the consent's status with its history event, its log entry and, for an ending,
+    the notifications to the consumer's webhooks, all in this unit."""
     repo.append_event(
         session,
         consent,
@@ -401,6 +438,9 @@ def _change(
             },
             private={"actor_id": actor_id, "note": note},
         )
+    )
+    outbox.enqueue(
+        session, consent_id=consent.id, consumer_id=agreement.consumer_id, event=event_type, at=now
     )
     return record
 

@@ -390,3 +390,29 @@ class BrokerSecret(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=64)
     value: bytes = Field(sa_type=LargeBinary)
     created_at: datetime = _utc()
+
+
+class NotificationOutbox(SQLModel, table=True):
+    """A consent change still to tell (or already told) one consumer client's webhook.
+
+    Written in the transaction of the change itself, so no change is lost or told before it
+    commits. `id` is the notification's `jti`. `next_attempt_at` is None once nothing more is
+    to be done (delivered, or given up). Holds no personal data: the person's pairwise subject
+    is derived when the notification is signed, and `last_error` says only what failed.
+    """
+
+    __tablename__ = "notification_outbox"
+    # A consent ends once, so each client hears of each ending at most once.
+    __table_args__ = (UniqueConstraint("consent_id", "client_id", "event"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    consent_id: str = Field(foreign_key="consent.id", max_length=64)
+    client_id: str = Field(foreign_key="oauth_client.client_id", max_length=64)
+    event: str = Field(max_length=40)
+    at: datetime = _utc()
+    attempts: int = 0
+    next_attempt_at: datetime | None = _utc(default=None, index=True)
+    delivered_at: datetime | None = _utc(default=None)
+    failed_at: datetime | None = _utc(default=None)
+    last_error: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _utc()

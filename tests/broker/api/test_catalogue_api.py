@@ -139,6 +139,8 @@ def test_the_openapi_document_lists_exactly_the_public_operations(client: TestCl
         "/v1/consumer/consents/{consent_id}",
         "/v1/source/consents",
         "/v1/audit/counts",
+        "/v1/data",
+        "/v1/data/{category}",
     }
 
 

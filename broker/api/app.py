@@ -11,16 +11,22 @@ from sqlalchemy import Engine
 
 from broker import __version__
 from broker.api import problems
-from broker.api.routers import audit, catalogue, health, keys, log, me, oauth, services
+from broker.api.routers import audit, catalogue, data, health, keys, log, me, oauth, services
 from broker.runtime import Runtime
 from broker.settings import Settings, get_settings
-from broker.web import consent, signin
+from broker.web import consent, my, oidc, signin
+from connectors.base import Connector
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
-    """A broker app for `settings`, on `engine` if given; the runtime starts with the app."""
+def create_app(
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+    sources: dict[str, Connector] | None = None,
+) -> FastAPI:
+    """A broker app for `settings`, on `engine` and with `sources` if given (else from settings);
+    the runtime starts with the app."""
     settings = settings or get_settings()
-    runtime = Runtime.create(settings, engine)
+    runtime = Runtime.create(settings, engine, sources)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -45,10 +51,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         audit.router,
         me.router,
         services.router,
+        data.router,
         keys.router,
         oauth.router,
         signin.router,
+        oidc.router,
         consent.router,
+        my.router,
     ):
         app.include_router(router)
     app.mount("/static", StaticFiles(packages=[("broker.web", "static")]), name="static")

@@ -8,7 +8,6 @@ who hold the secret, can find the person's entries; nobody else can link them.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import secrets
@@ -38,7 +37,10 @@ class EventType(StrEnum):
     AGREEMENT_PUBLISHED = "agreement.published"
     DATA_RELEASED = "data.released"
     DATA_RELEASE_DENIED = "data.release_denied"
+    DATA_RELEASE_FAILED = "data.release_failed"
     KEY_ROTATED = "key.rotated"
+    DELEGATION_GRANTED = "delegation.granted"
+    DELEGATION_ENDED = "delegation.ended"
 
 
 _RESERVED = frozenset({"v", "type", "at", "subject"})
@@ -70,11 +72,15 @@ class LogRecord:
                 raise InvalidInput(f"log attribute {key} is a float; leaves hold no floats")
 
 
+# One encoder for every leaf: json.dumps with options builds a new one per call.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def canonical_json(value: Any) -> bytes:
     """Sorted keys, no insignificant white space, UTF-8: one value, one byte string."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return _CANONICAL.encode(value).encode("utf-8")
 
 
 def timestamp(at: datetime) -> str:
@@ -89,7 +95,7 @@ def new_nonce() -> bytes:
 
 def person_tag(secret: bytes, nonce: bytes) -> bytes:
     """HMAC-SHA256(secret, nonce): links an entry to a person only for who holds the secret."""
-    return hmac.new(secret, nonce, hashlib.sha256).digest()
+    return hmac.digest(secret, nonce, "sha256")
 
 
 def encode_leaf(record: LogRecord, subject: tuple[bytes, bytes] | None) -> bytes:

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from broker import __version__
 from broker.api import problems
 from broker.api.routers import audit, catalogue, data, health, keys, log, me, oauth, services
+from broker.api.security import SecurityHeaders
 from broker.runtime import Runtime
 from broker.settings import Settings, get_settings
 from broker.web import consent, my, oidc, signin
@@ -44,6 +45,7 @@ def create_app(
     )
     app.state.runtime = runtime
     problems.install(app)
+    app.add_middleware(SecurityHeaders)
     for router in (
         health.router,
         catalogue.router,

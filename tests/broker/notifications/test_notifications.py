@@ -349,10 +349,10 @@ def test_concurrent_claims_never_share_a_row(demo: Engine) -> None:
     assert len(set(claimed)) == 40
 
 
+# SKIP LOCKED is PostgreSQL's; SQLite serialises claims at BEGIN, so only PostgreSQL runs this.
 @pytest.mark.postgres
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
 def test_a_row_locked_by_another_claim_is_skipped_not_waited_for(demo: Engine) -> None:
-    if demo.dialect.name != "postgresql":
-        pytest.skip("SKIP LOCKED is PostgreSQL's; SQLite serialises claims at BEGIN")
     for _ in range(3):
         add_client(demo, "http://127.0.0.1:9/hook")
     withdraw(demo, give(demo, "aino-virtanen"), "aino-virtanen")

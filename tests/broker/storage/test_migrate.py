@@ -34,9 +34,10 @@ def test_a_database_in_a_directory_with_a_percent_sign_migrates(tmp_path: Path) 
         engine.dispose()
 
 
+# pysqlite takes no application_name (the directory test covers SQLite): PostgreSQL only.
+@pytest.mark.postgres
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
 def test_a_url_with_an_escaped_percent_migrates(engine: Engine) -> None:
-    if engine.dialect.name == "sqlite":
-        pytest.skip("pysqlite takes no application_name; the directory test covers SQLite")
     # A real connection: the URL renders the `%` of the application name as %25.
     url = engine.url.update_query_dict({"application_name": "broker 100%"})
     assert "%25" in url.render_as_string(hide_password=False)

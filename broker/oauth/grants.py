@@ -107,7 +107,25 @@ def _server(grant: Any) -> BrokerAuthorizationServer:
     return server
 
 
-class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
+class _PersonTokens:
+    """Grants made for a person: our issuer makes the access and refresh tokens."""
+
+    request: Any
+
+    def generate_token(
+        self,
+        user: GrantUser | None = None,
+        scope: str | None = None,
+        grant_type: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        return _server(self).issuer.issue(
+            self.request, user=user, scope=scope or "", include_refresh_token=True
+        )
+
+
+class CodeGrant(_PersonTokens, grants.AuthorizationCodeGrant):  # type: ignore[misc]
     """Authorization code; the consent behind the code was recorded when the person approved."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)  # noqa: RUF012 - Authlib's class attribute
@@ -172,20 +190,8 @@ class CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
         self.request.token_family = row.code_hash
         return GrantUser(person_id=row.person_id, actor_id=row.actor_id)
 
-    def generate_token(
-        self,
-        user: GrantUser | None = None,
-        scope: str | None = None,
-        grant_type: str | None = None,
-        expires_in: int | None = None,
-        include_refresh_token: bool = True,
-    ) -> dict[str, Any]:
-        return _server(self).issuer.issue(
-            self.request, user=user, scope=scope or "", include_refresh_token=True
-        )
 
-
-class RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
+class RefreshGrant(_PersonTokens, grants.RefreshTokenGrant):  # type: ignore[misc]
     """Refresh tokens rotate on every use; a reused one revokes its whole family."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)  # noqa: RUF012 - Authlib's class attribute
@@ -216,18 +222,6 @@ class RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     def revoke_old_credential(self, refresh_token: RefreshRecord) -> None:
         refresh_token.row.used_at = _server(self).now
         _server(self).session.add(refresh_token.row)
-
-    def generate_token(
-        self,
-        user: GrantUser | None = None,
-        scope: str | None = None,
-        grant_type: str | None = None,
-        expires_in: int | None = None,
-        include_refresh_token: bool = True,
-    ) -> dict[str, Any]:
-        return _server(self).issuer.issue(
-            self.request, user=user, scope=scope or "", include_refresh_token=True
-        )
 
 
 class ClientCredentials(grants.ClientCredentialsGrant):  # type: ignore[misc]

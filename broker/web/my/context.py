@@ -19,7 +19,7 @@ from fastapi import Request
 from sqlmodel import Session
 from starlette.responses import RedirectResponse, Response
 
-from broker.auth.sessions import COOKIE, find_session
+from broker.auth.sessions import COOKIE, csrf_ok, find_session
 from broker.catalogue.schema import DelegationKind, DelegationScope
 from broker.errors import BrokerError, Conflict, InvalidInput, NotFound, NotPermitted
 from broker.people import service as people
@@ -118,6 +118,16 @@ def viewer_or_signin(session: Session, request: Request, now: datetime) -> Viewe
     """The viewer of this request, or the redirect to the sign-in page."""
     viewer = load_viewer(session, request.cookies.get(COOKIE), now)
     return viewer if viewer is not None else sign_in_first(request)
+
+
+def viewer_for_change(
+    session: Session, request: Request, now: datetime, csrf: str
+) -> Viewer | Response:
+    """The viewer of a form POST whose CSRF token matches, or the page to answer instead."""
+    viewer = viewer_or_signin(session, request, now)
+    if isinstance(viewer, Viewer) and not csrf_ok(viewer.csrf, csrf):
+        return error_page(400, viewer.language)
+    return viewer
 
 
 def here(request: Request) -> str:

@@ -12,7 +12,6 @@ from sqlmodel import Session
 from starlette.responses import RedirectResponse, Response
 
 from broker.api.deps import RuntimeDep
-from broker.auth.sessions import csrf_ok
 from broker.catalogue.schema import DelegationKind, DelegationScope
 from broker.errors import Conflict, InvalidInput, NotFound
 from broker.ledger.events import EventType
@@ -22,7 +21,14 @@ from broker.people.access import delegations_of
 from broker.storage import transaction
 from broker.storage.tables import Person, PersonSession
 from broker.web.i18n import LANGUAGES, translator
-from broker.web.my.context import Viewer, error_page, html_errors, page, viewer_or_signin
+from broker.web.my.context import (
+    Viewer,
+    error_page,
+    html_errors,
+    page,
+    viewer_for_change,
+    viewer_or_signin,
+)
 from broker.web.my.proofs import LogMark, checkpoint_size, leaf_body, mark_of
 from broker.web.my.texts import N_, Gettext, local_date, local_time
 from broker.web.signin import safe_next
@@ -171,11 +177,9 @@ def add_delegate(
     """The signed-in person lets someone act for them; logged with the change."""
     now = datetime.now(UTC)
     with transaction(runtime.engine, readonly=True) as session:
-        viewer = viewer_or_signin(session, request, now)
+        viewer = viewer_for_change(session, request, now, csrf)
         if not isinstance(viewer, Viewer):
             return viewer
-    if not csrf_ok(viewer.csrf, csrf):
-        return error_page(400, viewer.language)
     _ = translator(viewer.language)
     form = {"person": person, "rights": rights, "until": until}
     scope = [DelegationScope.VIEW]
@@ -226,11 +230,9 @@ def end_delegation(
     """End a mandate: the principal removes a delegate, or the delegate steps down."""
     now = datetime.now(UTC)
     with transaction(runtime.engine, readonly=True) as session:
-        viewer = viewer_or_signin(session, request, now)
+        viewer = viewer_for_change(session, request, now, csrf)
         if not isinstance(viewer, Viewer):
             return viewer
-    if not csrf_ok(viewer.csrf, csrf):
-        return error_page(400, viewer.language)
     runtime.ledger.run(
         lambda s, log: delegates.end_delegation(
             s, log, delegation_id=delegation_id, actor_id=viewer.person_id, now=now
@@ -250,11 +252,9 @@ def switch_view(
     """Show another person's data (someone the signed-in person may act for), or one's own."""
     now = datetime.now(UTC)
     with transaction(runtime.engine) as session:
-        viewer = viewer_or_signin(session, request, now)
+        viewer = viewer_for_change(session, request, now, csrf)
         if not isinstance(viewer, Viewer):
             return viewer
-        if not csrf_ok(viewer.csrf, csrf):
-            return error_page(400, viewer.language)
         if (
             person
             and person != viewer.person_id
@@ -280,11 +280,9 @@ def switch_language(
     """Show the pages in another language, now and at every later sign-in."""
     now = datetime.now(UTC)
     with transaction(runtime.engine) as session:
-        viewer = viewer_or_signin(session, request, now)
+        viewer = viewer_for_change(session, request, now, csrf)
         if not isinstance(viewer, Viewer):
             return viewer
-        if not csrf_ok(viewer.csrf, csrf):
-            return error_page(400, viewer.language)
         if language not in LANGUAGES:
             return error_page(422, viewer.language)
         row = session.get(PersonSession, viewer.session_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -146,3 +147,27 @@ def test_a_second_signer_does_not_sign_the_same_size_twice(
     assert other.sign_if_grown(datetime.now(UTC)) is None
     with transaction(engine, readonly=True) as session:
         assert [c.size for c in store.checkpoints(session)] == [2]
+
+
+def test_the_start_up_check_beside_a_writer_in_another_process_sees_one_snapshot(
+    engine: Engine, signer: CheckpointSigner
+) -> None:
+    # A second broker process starts (and checks the whole log) while the first one appends:
+    # the check must read head, leaves and hashes as of one moment, or it reports damage
+    # that is not there.
+    _append(engine, 50)
+    stop = threading.Event()
+
+    def write() -> None:
+        while not stop.is_set():
+            _append(engine, 5)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        sizes = [signer.verify_stored_log() for _ in range(15)]
+    finally:
+        stop.set()
+        writer.join()
+    assert sizes == sorted(sizes)
+    assert sizes[-1] > 50

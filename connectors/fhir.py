@@ -214,7 +214,9 @@ def read_searchset(category: str, document: Any, subject: str) -> tuple[list[Res
         raise SourcePayloadInvalid("the source's answer is not a FHIR Bundle")
     try:
         Bundle.model_validate(document)
-    except (ValueError, TypeError, RecursionError):  # pydantic's ValidationError is a ValueError
+    # pydantic's ValidationError is a ValueError; fhir.resources' own validators also fail with
+    # KeyError (e.g. on an unknown or empty resourceType inside an entry) and TypeError.
+    except (ValueError, TypeError, LookupError, AttributeError, RecursionError):
         raise SourcePayloadInvalid("the source's answer is not valid FHIR") from None
     if document.get("type") != "searchset":
         raise SourcePayloadInvalid("the source's answer is not a FHIR searchset")

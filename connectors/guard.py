@@ -110,7 +110,7 @@ def _header(token: str) -> dict[str, Any]:
     try:
         padded = segments[0] + "=" * (-len(segments[0]) % 4)
         header = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (ValueError, UnicodeEncodeError):
+    except (ValueError, RecursionError):  # UnicodeError is a ValueError; RecursionError: [[[...
         raise _invalid("The token's header is not readable.") from None
     if not isinstance(header, dict):
         raise _invalid("The token's header is not readable.")
@@ -201,7 +201,8 @@ class SourceGuard:
         key = self._key(kid)
         try:
             claims = jwt.decode(token, key, algorithms=list(ALGORITHMS)).claims
-        except (JoseError, ValueError):
+        # TypeError: joserfc uses some header members before checking their type (`crit`: null).
+        except (JoseError, ValueError, TypeError):
             raise _invalid("The token's signature is not valid.") from None
         return self._grant(claims)
 
@@ -235,7 +236,11 @@ class SourceGuard:
         if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
             raise _invalid("The token's claims are not valid (fields).")
         iat, exp = claims["iat"], claims["exp"]
-        if not isinstance(iat, int | float) or exp - iat > self.max_lifetime:
+        try:
+            too_long = not isinstance(iat, int | float) or exp - iat > self.max_lifetime
+        except OverflowError:  # an int exp beyond any float, less a float iat
+            too_long = True
+        if too_long:
             raise _invalid("The token lives longer than a source token may.")
         if SOURCE_SCOPE not in claims["scope"].split():
             raise SourceRefused(

@@ -76,7 +76,9 @@ def verify_access_token(
     jwks = KeySet.import_key_set(keystore.jwks([KeyUse.TOKEN]))  # type: ignore[arg-type]
     try:
         decoded = jwt.decode(token, jwks, algorithms=[ALGORITHM])
-    except (JoseError, ValueError) as exc:
+    # joserfc checks some header members by using them before it checks their type: a `crit`
+    # that is null or lists a number fails with TypeError, before any signature is checked.
+    except (JoseError, ValueError, TypeError) as exc:
         raise NotAuthenticated(
             f"The access token is not valid: {exc.__class__.__name__}."
         ) from None

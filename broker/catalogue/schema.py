@@ -19,6 +19,8 @@ FieldName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 PurposeCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,62}$")]
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
 
+# The width of the stored version column (a 32-bit integer on PostgreSQL).
+MAX_VERSION = 2**31 - 1
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -137,7 +139,7 @@ class AgreementSpec(_Strict):
     """One version of what a consumer asks of a source for one purpose; immutable once published."""
 
     id: Slug
-    version: Annotated[int, Field(ge=1)]
+    version: Annotated[int, Field(ge=1, le=MAX_VERSION)]
     consumer: Slug
     source: Slug
     purpose: PurposeCode

@@ -23,6 +23,7 @@ from broker.ledger.audit import (
     prove_entry,
     verify_directory,
 )
+from broker.ledger.checkpoint import CheckpointError
 from broker.ledger.fetch import DatabaseLogSource, FetchError, HttpLogSource, LogSource, fetch
 from broker.ledger.note import NoteError, Verifier, parse_vkey
 from broker.storage import create_db_engine
@@ -140,7 +141,8 @@ def prove_command(
             checkpoint, leaf, proof = prove_entry(
                 AuditDirectory(directory), index, _verifiers(key), origin=origin
             )
-        except (AuditDirectoryError, NoteError, merkle.ProofError) as exc:
+        # CheckpointError: a checkpoint signed by the key but of another origin, or malformed.
+        except (AuditDirectoryError, NoteError, CheckpointError, merkle.ProofError) as exc:
             err.print(f"[bold red]Error:[/] {exc}", markup=False)
             raise typer.Exit(1) from None
         result = {
@@ -172,5 +174,16 @@ def _broker_proof_matches(url: str, index: int, size: int, proof: list[bytes]) -
     )
     if response.status_code != 200:
         raise FetchError(f"the broker answered {response.status_code}: {response.text[:200]}")
-    served = [base64.b64decode(h) for h in response.json()["hashes"]]
-    return served == proof
+    return parse_inclusion_proof(response.content) == proof
+
+
+def parse_inclusion_proof(body: bytes) -> list[bytes]:
+    """The hashes of a `/v1/log/proofs/inclusion` answer; FetchError if it is not one."""
+    try:
+        hashes = json.loads(body)["hashes"]
+        if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+            raise TypeError("hashes is not a list of strings")
+        return [base64.b64decode(h, validate=True) for h in hashes]
+    # ValueError: not JSON, not UTF-8 or not base64; the others: not an object with hashes.
+    except (ValueError, TypeError, KeyError, RecursionError):
+        raise FetchError("the broker's inclusion proof is malformed") from None

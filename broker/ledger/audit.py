@@ -289,7 +289,7 @@ def _decoded_type(leaf: bytes) -> bytes | None:
     """The event type of a leaf that is canonical broker JSON; None for any other bytes."""
     try:
         return str(decode_leaf(leaf)["type"]).encode("utf-8")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         return None
 
 
@@ -346,6 +346,9 @@ def prove_entry(
     for i, data in directory.iter_entries():
         if i >= checkpoint.size:
             break
+        if i != len(hashes):
+            # Otherwise the proof would be of whatever entry sits at that position.
+            raise AuditDirectoryError(f"Entry {i} is out of order in the entries: verify first.")
         if i == index:
             leaf = data
         hashes.append(merkle.leaf_hash(data))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -66,11 +67,37 @@ class HttpLogSource:
 
     def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
         """GET /v1/log/entries?start&end."""
-        body = self._get("/v1/log/entries", start=start, end=end).json()
+        return parse_entries(self._get("/v1/log/entries", start=start, end=end).content, start, end)
+
+
+def parse_entries(body: bytes, start: int, end: int) -> list[tuple[int, bytes]]:
+    """The (index, leaf) pairs of a `/v1/log/entries` answer for start <= index < end.
+
+    FetchError unless `body` is a JSON array of {"index": integer in the range asked for,
+    "leaf": base64}; the broker that sent it is not trusted, so nothing else gets through.
+    """
+    try:
+        items = json.loads(body)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueError
+        raise FetchError("/v1/log/entries answered something that is not JSON") from None
+    if not isinstance(items, list):
+        raise FetchError("/v1/log/entries answered something that is not a JSON array")
+    entries: list[tuple[int, bytes]] = []
+    for number, item in enumerate(items):
+        where = f"/v1/log/entries answered a malformed entry (item {number})"
+        if not isinstance(item, dict):
+            raise FetchError(f"{where}: not an object")
+        index, leaf = item.get("index"), item.get("leaf")
+        # bool is an int in Python; an index outside the range asked for cannot be stored.
+        if isinstance(index, bool) or not isinstance(index, int) or not start <= index < end:
+            raise FetchError(f"{where}: index is not an integer from {start} to {end - 1}")
+        if not isinstance(leaf, str):
+            raise FetchError(f"{where}: leaf is not a base64 string")
         try:
-            return [(int(e["index"]), base64.b64decode(e["leaf"], validate=True)) for e in body]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FetchError(f"/v1/log/entries answered malformed JSON: {exc}") from None
+            entries.append((index, base64.b64decode(leaf, validate=True)))
+        except ValueError:  # binascii.Error, and non-ASCII text
+            raise FetchError(f"{where}: leaf is not base64") from None
+    return entries
 
 
 class DatabaseLogSource:
@@ -122,10 +149,16 @@ def fetch(
     position = start
     while position < size:
         end = min(position + source.page_size, size)
-        fetched += directory.append_entries(source.entries(position, end))
-        # Advance by the range asked for, not by what came back, so a gap cannot stall us; the
-        # verification reports the missing entries.
-        position = end
+        page = source.entries(position, end)
+        if not page:
+            # Nothing more to fetch: the verification reports the entries the checkpoint names
+            # but the log lacks, and a checkpoint claiming 2**63 entries cannot keep us asking.
+            break
+        fetched += directory.append_entries(page)
+        # Go on after the last entry that came back: a broker whose pages are shorter than
+        # ours answers part of the range. Indexes are checked to lie in the range asked for, so
+        # every page moves us on; entries missing inside it are reported by the verification.
+        position = max(index for index, _ in page) + 1
         if progress is not None:
             progress(position, size)
     directory.write_checkpoint(note)

@@ -444,14 +444,22 @@ def _string_claim(payload: dict[str, Any], name: str) -> str:
         raise DPoPError(f"The DPoP proof has no {name} claim.")
     if not isinstance(value, str):
         raise DPoPError(f"The DPoP proof's {name} claim is not a string.")
+    # JSON's "\ud800" escapes give lone surrogates, which no database or encoder will take.
+    if not _is_unicode(value):
+        raise DPoPError(f"The DPoP proof's {name} claim is not valid Unicode text.")
     return value
 
 
 def _check_iat(iat: Any, *, now: datetime, max_age: timedelta) -> datetime:
     if iat is None:
         raise DPoPError("The DPoP proof has no iat claim.")
-    # bool is an int in Python but not a NumericDate.
-    if isinstance(iat, bool) or not isinstance(iat, int | float) or not math.isfinite(iat):
+    # bool is an int in Python but not a NumericDate. isfinite only for floats: it converts an
+    # int to float first, which overflows for one with more than 308 digits.
+    if (
+        isinstance(iat, bool)
+        or not isinstance(iat, int | float)
+        or (isinstance(iat, float) and not math.isfinite(iat))
+    ):
         raise DPoPError("The DPoP proof's iat claim is not a number of seconds.")
     # Compared as numbers first: an absurd iat must not reach datetime arithmetic.
     current = now.timestamp()
@@ -551,7 +559,18 @@ def _b64url(raw: bytes) -> str:
 
 def _same(given: str, expected: str) -> bool:
     # None of these values is secret; a constant-time comparison just costs nothing.
-    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+    # surrogatepass: a lone surrogate from a JSON escape is then just a value that differs.
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _quotable(text: str) -> str:

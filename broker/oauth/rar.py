@@ -228,7 +228,10 @@ class GrantedRelease(BaseModel):
         # zoneless times, which name no instant.
         if not isinstance(value, str) or not _RFC3339.match(value):
             raise ValueError("valid_until is not an RFC 3339 date-time with a time zone")
-        return datetime.fromisoformat(value).astimezone(UTC)
+        try:
+            return datetime.fromisoformat(value).astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00, before the first UTC instant
+            raise ValueError("valid_until is outside the years 1 to 9999 in UTC") from None
 
     @model_validator(mode="after")
     def _consistent(self) -> GrantedRelease:

@@ -766,6 +766,40 @@ def test_validly_signed_nonsense_raises_only_dpop_error(
     assert claims.get("htm", "POST") == "POST"
 
 
+# Values a JSON text can carry that Python's own types make awkward: lone surrogates (from
+# "\\ud800" escapes), integers beyond any float, deep nesting.
+HOSTILE = st.one_of(
+    st.text(st.characters(exclude_categories=()), max_size=12),
+    st.sampled_from(
+        ["\ud800", "a\udfff", "\U0001f600", "\x00", "POST\ud800", TOKEN_URI + "\udc80"]
+    ),
+    st.sampled_from([10**400, -(10**400), 2**64, 1e308, -1e308, IAT + 0.5]),
+    st.integers(1, 40).map(lambda depth: json.loads("[" * depth + "]" * depth)),
+)
+
+
+@FUZZ
+@given(
+    claims=st.dictionaries(
+        st.sampled_from(["jti", "htm", "htu", "iat", "ath", "nonce"]), HOSTILE, min_size=1
+    ),
+    header=st.dictionaries(st.sampled_from(["kid", "typ", "x"]), HOSTILE, max_size=1),
+    alg=st.sampled_from(["ES256", "Ed25519"]),
+    with_token=st.booleans(),
+)
+def test_validly_signed_hostile_values_raise_only_dpop_error(
+    claims: dict[str, Any], header: dict[str, Any], alg: str, with_token: bool
+) -> None:
+    proof = make_proof(SIGNERS[alg], header=header, claims=claims)
+    try:
+        verified = verify(proof, access_token=ACCESS_TOKEN if with_token else None, nonce="n")
+    except DPoPError:
+        return
+    # Accepted: every value that reaches the replay store and the caller is plain text.
+    for value in (verified.jti, verified.htm, verified.htu):
+        value.encode("utf-8")
+
+
 @FUZZ
 @given(
     alg=st.sampled_from(ALGORITHMS),

@@ -836,3 +836,77 @@ def test_fuzzed_details_of_our_type_parse_and_resolve_or_are_refused(
     for release in resolved:
         assert release.agreement.consumer == client
         assert set(release.required) <= set(release.fields)
+
+
+# Values JSON can carry that Python makes awkward: lone surrogates (from "\ud800" escapes),
+# integers beyond any float or column, times at the ends of the calendar, deep nesting.
+_HOSTILE = st.one_of(
+    _JSON,
+    st.text(st.characters(exclude_categories=()), max_size=20),
+    st.sampled_from([10**400, -(10**400), 2**31, 2**63, 1e308, "\ud800", "selfcare\udc80app"]),
+    st.sampled_from(
+        [
+            "0001-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-01:00",
+            "0001-01-01T00:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "2026-11-23T09:00:00.123456789+23:59",
+            "2026-11-23T09:00:00+24:00",
+        ]
+    ),
+    st.integers(1, 60).map(lambda depth: json.loads("[" * depth + "]" * depth)),
+)
+_GRANTED_MEMBERS = st.sampled_from(
+    [
+        "type",
+        "agreement",
+        "version",
+        "consumer",
+        "source",
+        "purpose",
+        "datatypes",
+        "fields",
+        "actions",
+        "consent_id",
+        "valid_until",
+        "locations",
+        "extra",
+    ]
+)
+
+
+@settings(max_examples=300)
+@given(
+    st.dictionaries(_GRANTED_MEMBERS, _HOSTILE | st.just(None), max_size=3),
+    st.sets(_GRANTED_MEMBERS, max_size=2),
+)
+def test_mutated_granted_details_parse_or_raise_only_granted_details_error(
+    change: dict[str, Any], dropped: set[str]
+) -> None:
+    # A token's claim with members retyped, dropped or added: read back exactly, or refused.
+    claim = {k: v for k, v in {**_good_claim(), **change}.items() if k not in dropped}
+    try:
+        [back] = parse_granted([claim])
+    except GrantedDetailsError as exc:
+        refusal = exc
+    else:
+        assert back.to_claim() == parse_granted([back.to_claim()])[0].to_claim()
+        assert back.valid_until.tzinfo is UTC
+        return
+    assert refusal.error == "invalid_token"
+    assert DESCRIPTION.match(refusal.description)
+
+
+@settings(max_examples=200)
+@given(st.lists(st.dictionaries(_MEMBERS, _HOSTILE, max_size=4), min_size=1, max_size=3))
+def test_hostile_values_in_requests_only_ever_raise_authorization_details_error(
+    raw: list[Any],
+) -> None:
+    details = _parse_only_refuses([{"type": TYPE, **item} for item in raw])
+    for detail in details:
+        detail.model_dump_json()  # what was accepted is plain, encodable JSON
+    try:
+        text = json.dumps(raw)
+    except ValueError:
+        return
+    _parse_only_refuses(text)

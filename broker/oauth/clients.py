@@ -121,7 +121,10 @@ class Client(ClientMixin):  # type: ignore[misc]
 
 
 def find_client(session: Session, client_id: str) -> Client | None:
-    """The enabled client with this id, or None."""
+    """The enabled client with this id, or None (also for ids no client can have)."""
+    if not client_id.isprintable() or len(client_id) > 255:
+        # Comes from the caller; PostgreSQL refuses NUL in text, which would be a 500.
+        return None
     row = session.get(OAuthClient, client_id)
     if row is None or row.disabled_at is not None:
         return None

@@ -124,8 +124,11 @@ def test_an_unregistered_redirect_uri_gets_an_error_page_and_no_redirect(
     assert "invalid_request" in response.text or "redirect" in response.text.lower()
 
 
-def test_an_unknown_client_gets_an_error_page_and_no_redirect(live: LiveBroker) -> None:
-    response = _anonymous_get(authorize_url(live, "no-such-client", new_verifier()))
+@pytest.mark.parametrize("client_id", ["no-such-client", "a\x00b"])
+def test_an_unknown_client_gets_an_error_page_and_no_redirect(
+    live: LiveBroker, client_id: str
+) -> None:
+    response = _anonymous_get(authorize_url(live, client_id, new_verifier()))
     assert response.status_code == 400
     assert "location" not in response.headers
 
@@ -391,6 +394,24 @@ def test_wrong_client_credentials_are_invalid_client_with_a_basic_challenge(
     assert response.headers["www-authenticate"].startswith("Basic ")
     # The code is untouched: its client can still redeem it.
     assert _redeem(live, code, verifier, (consumer.client_id, consumer.client_secret)).is_success
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "data"),
+    [
+        ("token", {"grant_type": "client_credentials"}),
+        ("introspect", {"token": "x"}),
+        ("revoke", {"token": "x"}),
+    ],
+)
+def test_a_client_id_no_client_can_have_is_invalid_client(
+    live: LiveBroker, endpoint: str, data: dict[str, str]
+) -> None:
+    # A NUL byte cannot even be stored in PostgreSQL text: it must not reach a query.
+    for client_id in ("a\x00b", "x" * 300, "tab\there"):
+        response = httpx.post(f"{live.url}/oauth/{endpoint}", data=data, auth=(client_id, "s"))
+        assert response.status_code == 401, (endpoint, client_id, response.text)
+        assert response.json()["error"] == "invalid_client"
 
 
 def test_client_credentials_with_an_unknown_scope_are_invalid_scope(live: LiveBroker) -> None:

@@ -8,8 +8,11 @@ BrokerError
 │   └── CatalogueInvalid    a catalogue file failed validation; nothing was loaded
 ├── NotPermitted        the actor may not do this (403)
 │   └── ReleaseDenied       no active consent covers a data request; the denial is logged
-└── SourceFailed        the source service failed; nothing was released, the failure is logged (502)
-    └── SourceTimedOut      the source did not answer in time (504)
+├── PayloadTooLarge     the request body is over the configured limit (413)
+├── TooManyRequests     the caller is over a rate limit; Retry-After says for how long (429)
+├── SourceFailed        the source service failed; nothing was released, the failure is logged (502)
+│   └── SourceTimedOut      the source did not answer in time (504)
+└── DatabaseUnavailable the database cannot be reached just now; retry later (503)
 """
 
 from __future__ import annotations
@@ -128,6 +131,29 @@ class ReleaseDenied(NotPermitted):
         self.log_index = log_index
 
 
+class PayloadTooLarge(BrokerError):
+    """The request body is larger than the broker accepts; nothing of it was processed."""
+
+    code = "payload-too-large"
+    title = "The request body is too large"
+
+
+class TooManyRequests(BrokerError):
+    """The caller (a client or an address) made too many requests; try after `retry_after` s."""
+
+    code = "too-many-requests"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """RFC 9110 Retry-After, in whole seconds."""
+        return {"Retry-After": str(self.retry_after)}
+
+
 class SourceFailed(BrokerError):
     """The source failed or sent what cannot be trusted; `log_index` is the logged failure."""
 
@@ -144,3 +170,16 @@ class SourceTimedOut(SourceFailed):
 
     code = "source-timeout"
     title = "The data source did not answer in time"
+
+
+class DatabaseUnavailable(BrokerError):
+    """The database cannot be reached (restarting, or locked too long); the caller may retry."""
+
+    code = "database-unavailable"
+    title = "Temporarily unavailable"
+    retry_after_seconds = 5
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """RFC 9110 Retry-After: when asking again is likely to work."""
+        return {"Retry-After": str(self.retry_after_seconds)}

@@ -12,6 +12,7 @@ from broker.demo import CONNECTORS_FILE
 from broker.ledger.sequencer import Ledger
 from broker.ledger.signer import CheckpointSigner, CheckpointTimer
 from broker.notifications.worker import Notifier
+from broker.ratelimit import RateLimits
 from broker.settings import Environment, Settings
 from broker.storage import create_db_engine
 from connectors.base import Connector
@@ -49,7 +50,8 @@ def open_sources(settings: Settings) -> dict[str, Connector]:
 
 @dataclass
 class Runtime:
-    """Engine, keys, log writer, checkpoint signer and notifier of one broker process."""
+    """Engine, keys, log writer, checkpoint signer, notifier and rate limits of one broker
+    process."""
 
     settings: Settings
     engine: Engine
@@ -57,8 +59,13 @@ class Runtime:
     ledger: Ledger
     signer: CheckpointSigner
     sources: dict[str, Connector] = field(default_factory=dict)
+    limits: RateLimits | None = None  # set from the settings in __post_init__
     _timer: CheckpointTimer | None = field(default=None, repr=False)
     notifier: Notifier | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.limits is None:
+            self.limits = RateLimits.from_settings(self.settings)
 
     @classmethod
     def create(
@@ -89,8 +96,11 @@ class Runtime:
         _log.info("audit log verified: %d entries", size)
         self.signer.sign_if_grown()
         self.ledger.start()
+        interval = self.settings.checkpoint_interval_seconds
+        # Skipping while the newest checkpoint is younger than most of an interval keeps N
+        # broker processes on one database to about one checkpoint per interval between them.
         self._timer = CheckpointTimer(
-            self.signer.sign_if_grown, self.settings.checkpoint_interval_seconds
+            lambda: self.signer.sign_if_grown(min_interval=interval * 0.8), interval
         ).start()
         self.notifier = Notifier(self.engine, self.keystore, self.ledger, self.settings).start()
         return self

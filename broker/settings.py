@@ -8,6 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -95,6 +96,41 @@ class Settings(BaseSettings):
     oidc_display_name: str = Field(
         default="Suomi.fi", min_length=1, max_length=60, description="The provider's name."
     )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="The largest request body accepted (413 above)."
+    )
+    max_form_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="The largest form body (pages, OAuth endpoints) accepted (413 above).",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks of reverse proxies whose X-Forwarded-For is believed.",
+    )
+    rate_signin_per_minute: int = Field(
+        default=60, ge=0, description="Sign-in requests per address and minute; 0: no limit."
+    )
+    rate_failures_per_hour: int = Field(
+        default=30,
+        ge=0,
+        description="Failed sign-ins or client authentications per address, and per user "
+        "name or client, in an hour; 0: no limit.",
+    )
+    rate_oauth_per_minute: int = Field(
+        default=1200, ge=0, description="OAuth endpoint requests per address and minute."
+    )
+    rate_client_per_minute: int = Field(
+        default=600, ge=0, description="OAuth endpoint requests per authenticated client."
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for GET /metrics; without it, only direct loopback requests.",
+    )
+    log_format: Literal["json", "text"] | None = Field(
+        default=None, description="Log lines as JSON objects or text; default json in production."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Settings:
@@ -113,6 +149,13 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'broker.sqlite3').as_posix()}"
+
+    @property
+    def effective_log_format(self) -> Literal["json", "text"]:
+        """The log format in force: the configured one, else json in production, text otherwise."""
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.environment is Environment.PRODUCTION else "text"
 
     @property
     def oidc_enabled(self) -> bool:

@@ -11,8 +11,23 @@ from sqlalchemy import Engine
 
 from broker import __version__
 from broker.api import problems
-from broker.api.routers import audit, catalogue, data, health, keys, log, me, oauth, services
+from broker.api.body_limit import BodyLimit
+from broker.api.observe import Observe
+from broker.api.routers import (
+    audit,
+    catalogue,
+    data,
+    health,
+    keys,
+    log,
+    me,
+    metrics,
+    oauth,
+    services,
+)
 from broker.api.security import SecurityHeaders
+from broker.api.throttle import Throttle
+from broker.observability.logs import protect_library_logs
 from broker.runtime import Runtime
 from broker.settings import Settings, get_settings
 from broker.web import consent, my, oidc, signin
@@ -45,9 +60,18 @@ def create_app(
     )
     app.state.runtime = runtime
     problems.install(app)
+    protect_library_logs()
+    # The last added runs first: an id and a measurement for every request, headers on every
+    # answer (413 and 429 too), bodies capped before the limits read a form.
+    app.add_middleware(Throttle, trusted_proxies=settings.trusted_proxies)
+    app.add_middleware(
+        BodyLimit, max_body=settings.max_body_bytes, max_form=settings.max_form_bytes
+    )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(Observe)
     for router in (
         health.router,
+        metrics.router,
         catalogue.router,
         log.router,
         audit.router,

@@ -6,6 +6,7 @@ This is the one place where domain errors become HTTP statuses.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,14 +18,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from broker.errors import (
     BrokerError,
     Conflict,
+    DatabaseUnavailable,
     InvalidInput,
     NotAuthenticated,
     NotFound,
     NotPermitted,
+    PayloadTooLarge,
     SourceFailed,
     SourceTimedOut,
+    TooManyRequests,
 )
 from broker.ledger.errors import LogError
+from broker.storage.database import unavailable
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -37,6 +42,9 @@ _STATUS: list[tuple[type[BrokerError], int]] = [
     (NotPermitted, 403),
     (NotAuthenticated, 401),
     (LogError, 503),
+    (PayloadTooLarge, 413),
+    (TooManyRequests, 429),
+    (DatabaseUnavailable, 503),
 ]
 
 _log = logging.getLogger(__name__)
@@ -74,16 +82,22 @@ def extensions(error: BrokerError) -> dict[str, Any]:
     return extra
 
 
+def from_error(error: BrokerError, instance: str) -> JSONResponse:
+    """The problem response for a domain error, with the headers it calls for; also used by
+    middleware that answers before any route runs."""
+    response = problem(
+        status_of(error), error.code, error.title, error.detail, instance, **extensions(error)
+    )
+    response.headers.update(error.headers)
+    return response
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into a problem."""
 
     @app.exception_handler(BrokerError)
     async def _domain(request: Request, exc: BrokerError) -> JSONResponse:
-        response = problem(
-            status_of(exc), exc.code, exc.title, exc.detail, request.url.path, **extensions(exc)
-        )
-        response.headers.update(exc.headers)
-        return response
+        return from_error(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -111,6 +125,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A driver error from a path that reaches the database outside `transaction`.
+        if (translated := unavailable(exc)) is not None:
+            _log.warning("database unavailable on %s: %s", request.url.path, type(exc).__name__)
+            return from_error(translated, request.url.path)
         # The message may hold personal data or secrets; log the type and trace, answer plainly.
         _log.error("unhandled %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
         return problem(
@@ -120,3 +138,59 @@ def install(app: FastAPI) -> None:
             "The broker could not complete the request. Nothing was changed.",
             request.url.path,
         )
+
+
+# What each status means to a client, for the OpenAPI document; the handlers above decide it.
+_MEANING = {
+    400: "The request is malformed",
+    401: "No or invalid session or access token; WWW-Authenticate carries the challenge",
+    403: "The caller may not do this (kind of caller, scope, delegation or CSRF token)",
+    404: "No such resource for this caller",
+    409: "The request contradicts stored state",
+    413: "The request body is larger than the broker accepts",
+    422: "A parameter is missing or malformed, or names things that do not fit together",
+    429: "Too many requests; Retry-After says when to ask again",
+    502: "The source failed; nothing was released; the failure is logged",
+    503: "The database or the audit log is unavailable just now; Retry-After may say when",
+    504: "The source did not answer in time; nothing was released; the failure is logged",
+}
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details; `type` is documented in docs/api.md.",
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+
+
+_HEADERS = {
+    401: ("WWW-Authenticate", "The RFC 6750 (or RFC 9449) challenge"),
+    429: ("Retry-After", "Seconds until asking again is likely to work"),
+    503: ("Retry-After", "Seconds until asking again is likely to work"),
+}
+
+
+def documented(
+    *statuses: int, described: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` declaring each status as an `application/problem+json` problem;
+    `described` overrides the general meaning of a status for one route."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        response: dict[str, Any] = {
+            "description": (described or {}).get(status, _MEANING[status]),
+            "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+        }
+        if status in _HEADERS:
+            name, meaning = _HEADERS[status]
+            response["headers"] = {name: {"description": meaning, "schema": {"type": "string"}}}
+        responses[status] = response
+    return responses

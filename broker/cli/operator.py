@@ -5,10 +5,12 @@ Each command opens one transaction and calls one service function.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.engine import make_url
 
 from broker.catalogue import service as catalogue_service
 from broker.catalogue.files import demo_catalogue_path, read_catalogue
@@ -16,6 +18,7 @@ from broker.cli._common import engine, err, logged_unit, now, print_json, run
 from broker.consents import service as consents
 from broker.errors import CatalogueInvalid, InvalidInput
 from broker.ledger.signer import CheckpointSigner
+from broker.observability.logs import logging_config
 from broker.people import service as people
 from broker.people.credentials import set_password
 from broker.runtime import open_keystore
@@ -33,18 +36,43 @@ consent_app = typer.Typer(help="Consents, for operators.", no_args_is_help=True)
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes; more than one needs PostgreSQL.")
+    ] = 1,
 ) -> None:
-    """Serve the broker over HTTP."""
+    """Serve the broker over HTTP, in one process or in `--workers` processes on one port."""
     import uvicorn
 
-    from broker.api import create_app
-
     settings = get_settings()
+    if workers > 1 and make_url(settings.effective_database_url).get_backend_name() == "sqlite":
+        err.print(
+            "--workers above 1 needs PostgreSQL (set BROKER_DATABASE_URL): SQLite lets one "
+            "process write at a time, so more workers would only queue on its lock."
+        )
+        raise typer.Exit(2)
+    # Each worker builds its app from the environment (uvicorn spawns them and calls the
+    # factory), so the options chosen here go there too; the issuer URL derives from them.
+    os.environ["BROKER_HOST"] = host or settings.host
+    os.environ["BROKER_PORT"] = str(port or settings.port)
+    get_settings.cache_clear()
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its counters here and any worker's /metrics sums them all; the
+        # files of an earlier run would be added in, so the directory starts empty.
+        shared = settings.data_dir / "metrics"
+        shared.mkdir(parents=True, exist_ok=True)
+        for stale in shared.glob("*.db"):
+            stale.unlink()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared)
     uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level="info",
+        "broker.api.app:create_app",
+        factory=True,
+        host=os.environ["BROKER_HOST"],
+        port=int(os.environ["BROKER_PORT"]),
+        workers=workers,
+        log_config=logging_config(settings.effective_log_format, settings.log_level),
+        log_level=settings.log_level.lower(),
+        # broker.access logs each request by route template; uvicorn's line has the raw path.
+        access_log=False,
     )
 
 

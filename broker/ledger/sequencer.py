@@ -31,10 +31,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session
 
+from broker.errors import DatabaseUnavailable
 from broker.ledger import merkle, store
 from broker.ledger.errors import LogUnavailable
 from broker.ledger.events import NONCE_BYTES, LogRecord, encode_leaf, person_tag
 from broker.storage import transaction
+from broker.storage.database import unavailable
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
@@ -200,9 +202,9 @@ class Ledger:
     def run(self, work: Work[T], *, timeout: float = 30.0) -> T:
         """Run `work(session, log)` in a group-committed transaction; return once it is durable.
 
-        Raises whatever `work` raised (nothing of it was kept), or LogUnavailable. `work` may
-        run more than once (see the module's docstring): it must act only through `session`
-        and `log`, and what it returns comes from the run that committed.
+        Raises whatever `work` raised (nothing of it was kept), DatabaseUnavailable, or
+        LogUnavailable. `work` may run more than once (see the module's docstring): it must act
+        only through `session` and `log`, and what it returns comes from the run that committed.
         """
         if self._thread is None:
             raise LogUnavailable("the log writer is not running")
@@ -211,6 +213,9 @@ class Ledger:
         if not unit.done.acquire(timeout=timeout):
             raise LogUnavailable("the log writer did not answer in time")
         if unit.error is not None:
+            translated = unavailable(unit.error)
+            if translated is not None and translated is not unit.error:
+                raise translated from unit.error
             raise unit.error
         return unit.value  # type: ignore[no-any-return]
 
@@ -278,7 +283,9 @@ class Ledger:
 
     def _isolate(self, batch: list[_Unit[Any]], exc: Exception) -> list[_Unit[Any]]:
         """The batch failed outside its units' own work; fail only the units to blame."""
-        if len(batch) == 1 or isinstance(exc, OperationalError | InterfaceError):
+        if len(batch) == 1 or isinstance(
+            exc, OperationalError | InterfaceError | DatabaseUnavailable
+        ):
             # The database itself failed (down, locked, disconnected): nothing was kept, and
             # trying again unit by unit would only fail again, slower.
             _log.warning("log batch of %d failed: %s", len(batch), type(exc).__name__)

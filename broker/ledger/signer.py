@@ -3,6 +3,11 @@
 On start `verify_stored_log` rebuilds every stored hash from the leaves and checks the head and
 every stored checkpoint against the rebuild. `sign_if_grown` then signs a new checkpoint when
 the tree has grown, after proving it consistent with the previous checkpoint.
+
+Several broker processes may sign the same log. They take turns (a PostgreSQL advisory lock;
+on SQLite the write lock every writing transaction takes), each reading the newest checkpoint
+once it has its turn, so checkpoints only ever grow; and the timers skip a tick when another
+process signed moments ago, so N processes sign about as often as one.
 """
 
 from __future__ import annotations
@@ -10,10 +15,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 
 from broker.ledger import merkle, store
 from broker.ledger.checkpoint import (
@@ -95,14 +101,29 @@ class CheckpointSigner:
                     raise LogIntegrityError(f"the checkpoint of size {cp.size} was altered")
         return size
 
-    def sign_if_grown(self, now: datetime | None = None) -> Checkpoint | None:
-        """Sign a checkpoint of the current tree if it grew since the last; None if it did not."""
-        now = now or datetime.now(UTC)
+    def sign_if_grown(
+        self, now: datetime | None = None, *, min_interval: float = 0.0
+    ) -> Checkpoint | None:
+        """Sign a checkpoint of the current tree if it grew since the last; None if it did not.
+
+        Also None, signing nothing, while another process signs, or if the newest checkpoint
+        is younger than `min_interval` seconds (the timers of several processes).
+        """
         self._keys.refresh()
         with transaction(self._engine) as session:
+            if not _signing_turn(session):
+                return None  # another process is signing; its next tick covers this growth
+            # Read the clock in turn, so that checkpoints are signed in the order of their times.
+            now = now or datetime.now(UTC)
             size, root = store.head(session)
             last = store.latest_checkpoint(session)
             if last is not None and last.size >= size:
+                return None
+            if (
+                last is not None
+                and min_interval > 0
+                and now - last.signed_at < timedelta(seconds=min_interval)
+            ):
                 return None
             if last is not None and last.size > 0:
                 proof = merkle.prove_tree(size, last.size, store.DbHashReader(session))
@@ -125,6 +146,19 @@ class CheckpointSigner:
             except IntegrityError:
                 added = False  # another broker process signed this size first
         return checkpoint if added else None
+
+
+# pg_try_advisory_xact_lock's key: any constant the broker's database uses for nothing else.
+_SIGNING_LOCK = 0x6F6D_6164_0001
+
+
+def _signing_turn(session: Session) -> bool:
+    """Whether this transaction may sign: on PostgreSQL, it holds the signing lock until its
+    end; on SQLite, BEGIN IMMEDIATE already made it the only writer."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    taken = session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _SIGNING_LOCK})
+    return bool(taken.scalar())
 
 
 class CheckpointTimer:

@@ -4,9 +4,14 @@ private_key_jwt client authentication (RFC 7523), on Authlib's endpoint classes.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from authlib.consts import default_json_headers
 from authlib.oauth2 import OAuth2Error
@@ -39,6 +44,30 @@ if TYPE_CHECKING:
 # in the metadata. "EdDSA" is RFC 8037's name for the Ed25519 signature (RFC 9864).
 ASSERTION_ALGS = ("Ed25519", "EdDSA", "ES256", "RS256", "PS256")
 _MAX_DESCRIPTION = 300
+
+
+def claimed_client_id(authorization: str | None, form: Mapping[str, str]) -> str | None:
+    """The client id a request to an OAuth endpoint claims, not yet authenticated: the user
+    of HTTP Basic (RFC 6749 §2.3.1), else `client_id`, else the client assertion's `iss`."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            user = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")[0]
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return unquote(user) or None
+    if form.get("client_id"):
+        return form["client_id"]
+    assertion = form.get("client_assertion", "")
+    if assertion.count(".") == 2:
+        payload = assertion.split(".")[1]
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (binascii.Error, ValueError):
+            return None
+        issuer = claims.get("iss") if isinstance(claims, dict) else None
+        return issuer if isinstance(issuer, str) and issuer else None
+    return None
 
 
 def _described(text: str) -> str:
@@ -393,6 +422,17 @@ class _AssertionAlgorithms(JWSRegistry):
         return super().get_alg("Ed25519" if name == "EdDSA" else name)
 
 
+_MAX_JTI = 256  # the width of the stored jti (oauth_seen_jti.jti)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, from a "\ud800" escape in the JSON
+        return False
+    return True
+
+
 class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
     """RFC 7523 `private_key_jwt`: the client signs an assertion with a key in its JWKS."""
 
@@ -407,8 +447,32 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         # RFC 7523 §3: the token endpoint URL; the issuer identifier is accepted too (RFC 9126).
         return [self._token_url, self._server.runtime.settings.effective_public_url]
 
+    def extract_assertion(self, assertion: str) -> tuple[Any, dict[str, Any]]:
+        # Read before any signature check, so anything may arrive here; Authlib lets a lone
+        # surrogate (UnicodeEncodeError) and JSON nested too deeply (RecursionError) through,
+        # and then looks the `sub` up in the database, which takes only encodable text.
+        try:
+            headers, claims = super().extract_assertion(assertion)
+        except (ValueError, TypeError, RecursionError):
+            raise InvalidClientError(description="Invalid JWT assertion.") from None
+        sub = claims.get("sub")
+        if isinstance(sub, str) and not _encodable(sub):
+            raise InvalidClientError(description="Invalid claim: 'sub'")
+        return headers, claims
+
     def validate_jti(self, claims: Any, jti: str) -> bool:
-        exp = datetime.fromtimestamp(int(claims.get("exp", 0)), UTC) + timedelta(minutes=5)
+        # Signed by the client but otherwise as it chose: a jti that does not fit the stored
+        # column, or an exp beyond any date, is the client's error, not a 500.
+        if not isinstance(jti, str) or not 0 < len(jti) <= _MAX_JTI or not _encodable(jti):
+            raise InvalidClientError(
+                description=f"The assertion's jti must be text of 1 to {_MAX_JTI} characters."
+            )
+        try:
+            exp = datetime.fromtimestamp(int(claims.get("exp", 0)), UTC) + timedelta(minutes=5)
+        except (OverflowError, ValueError, OSError):
+            raise InvalidClientError(
+                description="The assertion's exp is not a usable time."
+            ) from None
         return first_use(self._server.session, f"client-assertion:{claims['iss']}", jti, exp)
 
     def process_assertion_claims(self, assertion: str, resolve_key: Any) -> Any:
@@ -417,7 +481,8 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         # a shared secret is not private_key_jwt. Name exactly the advertised ones.
         try:
             token = jwt.decode(assertion, resolve_key, registry=_AssertionAlgorithms())
-        except (JoseError, ValueError) as exc:
+        # TypeError: joserfc uses some header members before checking their type (`crit`: null).
+        except (JoseError, ValueError, TypeError) as exc:
             description = getattr(exc, "description", None) or "The client assertion is not valid."
             raise InvalidClientError(description=_described(description)) from exc
         self.verify_claims(token.claims)

@@ -23,6 +23,7 @@ from broker.consents import service as consents
 from broker.errors import NotFound, ReleaseDenied, SourceFailed, SourceTimedOut
 from broker.ledger.events import EventType, LogRecord, canonical_json
 from broker.ledger.sequencer import Ledger, LogAppender
+from broker.observability.metrics import count_release
 from broker.releases.source_tokens import issue_source_token, source_audience
 from broker.storage import transaction
 from broker.storage.tables import DataCategory, PersonIdentity
@@ -84,6 +85,7 @@ def release(
         subject = _subject_at_source(session, plan) if plan.decision.permitted else None
     if not plan.decision.permitted:
         index = ledger.run(lambda _, log: _log_denial(log, request, plan, now))
+        count_release(request.category, "denied", plan.decision.reason.value)
         raise ReleaseDenied(
             _denial_text(plan.decision.reason), reason=plan.decision.reason.value, log_index=index
         )
@@ -112,6 +114,7 @@ def release(
         reason = failure.reason
         timed_out = isinstance(failure, SourceTimeout)
         index = ledger.run(lambda _, log: _log_failure(log, request, plan, reason, now))
+        count_release(request.category, "failed")
         kind = SourceTimedOut if timed_out else SourceFailed
         raise kind(
             f"The source {plan.source} failed: {reason}. Nothing was released.", log_index=index
@@ -127,7 +130,9 @@ def release(
         lambda session, log: _log_release(session, log, request, plan, released, digest, now)
     )
     if isinstance(outcome, ReleaseDenied):
+        count_release(request.category, "denied", outcome.reason)
         raise outcome
+    count_release(request.category, "released")
     return Release(log_index=outcome, sha256=digest, released=released)
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import Session, create_engine
 
 from broker.errors import DatabaseUnavailable
+from broker.observability.logs import protect_library_logs
 
 # Seconds to wait for a PostgreSQL connection: a server that is unreachable (rather than
 # refusing) would otherwise hold a request for the kernel's TCP timeout, minutes.
@@ -28,6 +29,8 @@ CONNECT_TIMEOUT_SECONDS = 10
 
 def create_db_engine(url: str, *, echo: bool = False) -> Engine:
     """An engine for `url`; for SQLite, creates the directory and sets WAL and foreign keys."""
+    # Whoever turns SQLAlchemy's logging up must not get parameters (names, identity codes).
+    protect_library_logs()
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -38,7 +41,9 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    connect_args = {}
+    if "connect_timeout" not in parsed.query:
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     # pool_pre_ping: a pooled connection that died with a restarted server is replaced before
     # use, so the first requests after a restart do not fail.
     return create_engine(url, echo=echo, pool_pre_ping=True, connect_args=connect_args)
@@ -79,7 +84,8 @@ def transaction(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
     """One unit of work: commits if the block succeeds, rolls everything back if it raises.
 
     A `readonly` unit reads one snapshot of the database, even while other processes write.
-    Raises DatabaseUnavailable if the database cannot be reached; nothing was kept then.
+    Raises DatabaseUnavailable if the database cannot be reached (if that happened during the
+    commit itself, the database may or may not have kept the work).
     """
     bind = engine.execution_options(**_readonly_options(engine)) if readonly else engine
     try:
@@ -118,5 +124,5 @@ def unavailable(exc: BaseException) -> DatabaseUnavailable | None:
     if not transient:
         return None
     return DatabaseUnavailable(
-        "The broker's database cannot be reached just now. Nothing was changed; try again."
+        "The broker's database cannot be reached just now; try again shortly."
     )

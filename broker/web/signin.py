@@ -74,6 +74,27 @@ def _form(
     return response
 
 
+def too_many_attempts(request: Request, retry_after: int) -> Response:
+    """The 429 page of a rate-limited sign-in, in the person's language, with Retry-After."""
+    language = pick_language(
+        request.query_params.get("lang"), request.headers.get("accept-language")
+    )
+    _ = translator(language)
+    minutes = max(1, -(-retry_after // 60))
+    response = render(
+        "error.html",
+        language=language,
+        title="Sign in",
+        message=_("Too many sign-in attempts."),
+        detail=_(
+            "For your safety, signing in is paused. Please try again in {minutes} min."
+        ).format(minutes=minutes),
+        status=429,
+    )
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
 @router.get("/signin")
 def signin_page(request: Request, runtime: RuntimeDep, next: str = "/") -> Response:
     return _form(request, runtime, next_=safe_next(next), error=None)

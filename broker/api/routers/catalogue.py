@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 
 from broker.api.deps import ReadSession
+from broker.api.params import CodePath, IdPath
+from broker.api.problems import documented
 from broker.catalogue import service
 from broker.catalogue.views import AgreementView, CategoryView, PurposeView, ServiceView
 
-router = APIRouter(prefix="/v1", tags=["catalogue"])
+router = APIRouter(prefix="/v1", tags=["catalogue"], responses=documented(503))
 
-_PROBLEM = {"description": "Not found", "content": {"application/problem+json": {}}}
+_ONE = documented(404, 422)
 
 
 @router.get("/services", summary="List integrated services")
@@ -20,10 +22,8 @@ def list_services(session: ReadSession) -> list[ServiceView]:
     return service.list_services(session)
 
 
-@router.get("/services/{service_id}", summary="One integrated service", responses={404: _PROBLEM})
-def get_service(
-    session: ReadSession, service_id: Annotated[str, Path(max_length=64)]
-) -> ServiceView:
+@router.get("/services/{service_id}", summary="One integrated service", responses=_ONE)
+def get_service(session: ReadSession, service_id: IdPath) -> ServiceView:
     return service.get_service(session, service_id)
 
 
@@ -32,8 +32,8 @@ def list_categories(session: ReadSession) -> list[CategoryView]:
     return service.list_categories(session)
 
 
-@router.get("/categories/{code}", summary="One data category", responses={404: _PROBLEM})
-def get_category(session: ReadSession, code: Annotated[str, Path(max_length=100)]) -> CategoryView:
+@router.get("/categories/{code}", summary="One data category", responses=_ONE)
+def get_category(session: ReadSession, code: CodePath) -> CategoryView:
     return service.get_category(session, code)
 
 
@@ -50,11 +50,11 @@ def list_agreements(session: ReadSession) -> list[AgreementView]:
 @router.get(
     "/agreements/{agreement_id}",
     summary="The latest version of a data agreement, or the one asked for",
-    responses={404: _PROBLEM},
+    responses=_ONE,
 )
 def get_agreement(
     session: ReadSession,
-    agreement_id: Annotated[str, Path(max_length=64)],
+    agreement_id: IdPath,
     version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
 ) -> AgreementView:
     return service.get_agreement(session, agreement_id, version)

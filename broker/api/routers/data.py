@@ -10,23 +10,22 @@ from pydantic import BaseModel
 
 from broker.api.callers import ReleaseCaller, ServiceCaller
 from broker.api.deps import RuntimeDep
-from broker.api.problems import extensions, status_of
+from broker.api.params import Code, CodePath
+from broker.api.problems import documented, extensions, status_of
 from broker.errors import BrokerError
 from broker.releases.service import DataRequest, Release, release
 from broker.runtime import Runtime
 
-router = APIRouter(prefix="/v1/data", tags=["releases"])
+router = APIRouter(prefix="/v1/data", tags=["releases"], responses=documented(401, 403, 503))
 
 LOG_INDEX_HEADER = "OmaData-Log-Index"
 _Fields = Annotated[
-    list[str] | None,
+    list[Code] | None,
     Query(max_length=64, description="Only these fields (default: all the consent permits)."),
 ]
-_DENIED: dict[int | str, dict[str, Any]] = {
-    403: {"description": "No active consent permits it; the denial is logged"},
-    502: {"description": "The source failed; nothing was released; the failure is logged"},
-    504: {"description": "The source did not answer in time; the failure is logged"},
-}
+_DENIED = documented(
+    403, 404, 422, 502, 504, described={403: "No active consent permits it; the denial is logged"}
+)
 
 
 def _release(
@@ -51,7 +50,7 @@ def _release(
 
 @router.get("/{category}", response_model=Release, responses=_DENIED)
 def release_one(
-    category: str,
+    category: CodePath,
     caller: ReleaseCaller,
     runtime: RuntimeDep,
     response: Response,
@@ -72,11 +71,11 @@ class BatchItem(BaseModel):
     problem: dict[str, Any] | None = None
 
 
-@router.get("", response_model=list[BatchItem])
+@router.get("", response_model=list[BatchItem], responses=documented(422))
 def release_many(
     caller: ReleaseCaller,
     runtime: RuntimeDep,
-    category: Annotated[list[str], Query(min_length=1, max_length=10)],
+    category: Annotated[list[Code], Query(min_length=1, max_length=10)],
 ) -> list[BatchItem]:
     """Several categories at once; each is decided, fetched and logged on its own."""
     items = []

@@ -7,8 +7,9 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from broker.api.deps import ReadSession
+from broker.api.problems import documented
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=documented(503))
 
 
 class Health(BaseModel):

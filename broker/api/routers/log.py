@@ -12,11 +12,12 @@ from pydantic import BaseModel
 
 from broker.api.callers import Auditor
 from broker.api.deps import ReadSession, RuntimeDep
+from broker.api.problems import documented
 from broker.ledger import reader
 from broker.ledger.note import format_vkey
 from keys import KeyUse
 
-router = APIRouter(prefix="/v1/log", tags=["audit log"])
+router = APIRouter(prefix="/v1/log", tags=["audit log"], responses=documented(503))
 
 _TEXT: dict[int | str, dict[str, Any]] = {200: {"content": {"text/plain": {}}}}
 _Index = Annotated[int, Query(ge=0, le=2**62)]
@@ -99,13 +100,17 @@ def keys(runtime: RuntimeDep) -> list[LogKey]:
     ]
 
 
-@router.get("/proofs/inclusion", summary="Inclusion proof of an entry")
+@router.get("/proofs/inclusion", summary="Inclusion proof of an entry", responses=documented(422))
 def inclusion(session: ReadSession, index: _Index, tree_size: _Size) -> InclusionProof:
     hashes = reader.inclusion_proof(session, index, tree_size)
     return InclusionProof(index=index, tree_size=tree_size, hashes=_b64(hashes))
 
 
-@router.get("/proofs/consistency", summary="Consistency proof between two tree sizes")
+@router.get(
+    "/proofs/consistency",
+    summary="Consistency proof between two tree sizes",
+    responses=documented(422),
+)
 def consistency(session: ReadSession, first: _Size, second: _Size) -> ConsistencyProof:
     hashes = reader.consistency_proof(session, first, second)
     return ConsistencyProof(first=first, second=second, hashes=_b64(hashes))
@@ -114,7 +119,7 @@ def consistency(session: ReadSession, first: _Size, second: _Size) -> Consistenc
 @router.get(
     "/entries",
     summary="Entries start <= index < end, a bounded page (scope audit:read)",
-    responses={401: {"description": "No valid token"}, 403: {"description": "No audit:read"}},
+    responses=documented(401, 403, 422),
 )
 def entries(
     session: ReadSession, runtime: RuntimeDep, _: Auditor, start: _Index, end: _Size

@@ -14,6 +14,8 @@ from pydantic import BaseModel
 
 from broker.api.callers import CSRF_HEADER, SignedInPerson
 from broker.api.deps import ReadSession, RuntimeDep
+from broker.api.params import PRINTABLE, IdPath
+from broker.api.problems import documented
 from broker.consents import service as consents
 from broker.consents.service import ConsentRecord
 from broker.ledger.personal import PersonalEntry, entries_seen_by
@@ -21,12 +23,13 @@ from broker.people import access
 from broker.people.access import DelegationsOf
 from broker.people.service import get_person
 
-router = APIRouter(prefix="/v1/me", tags=["person"])
+router = APIRouter(prefix="/v1/me", tags=["person"], responses=documented(401, 503))
 
 _Person = Annotated[
     str | None,
     Query(
         max_length=64,
+        pattern=PRINTABLE,
         description="Whose data: yourself by default, or a person you act for (delegation).",
     ),
 ]
@@ -55,7 +58,22 @@ def who_am_i(caller: SignedInPerson, session: ReadSession) -> Me:
     )
 
 
-@router.get("/consents", response_model=list[ConsentRecord])
+# OpenAPI links: a client (and schemathesis' stateful run) may act on a consent it listed.
+_TO_WITHDRAW = {
+    "links": {
+        "WithdrawFirst": {
+            "operationId": "withdraw_my_consent",
+            "parameters": {"consent_id": "$response.body#/0/id"},
+        }
+    }
+}
+
+
+@router.get(
+    "/consents",
+    response_model=list[ConsentRecord],
+    responses={200: _TO_WITHDRAW, **documented(403, 404, 422)},
+)
 def my_consents(
     caller: SignedInPerson, session: ReadSession, person: _Person = None
 ) -> list[ConsentRecord]:
@@ -68,8 +86,13 @@ def my_consents(
     )
 
 
-@router.post("/consents/{consent_id}/withdraw", response_model=ConsentRecord)
-def withdraw(consent_id: str, caller: SignedInPerson, runtime: RuntimeDep) -> ConsentRecord:
+@router.post(
+    "/consents/{consent_id}/withdraw",
+    operation_id="withdraw_my_consent",
+    response_model=ConsentRecord,
+    responses=documented(403, 404, 409, 413, 422),
+)
+def withdraw(consent_id: IdPath, caller: SignedInPerson, runtime: RuntimeDep) -> ConsentRecord:
     """Withdraw an active consent now; the consent change and its log entry commit together."""
     now = datetime.now(UTC)
     return runtime.ledger.run(
@@ -79,7 +102,7 @@ def withdraw(consent_id: str, caller: SignedInPerson, runtime: RuntimeDep) -> Co
     )
 
 
-@router.get("/log-entries", response_model=list[PersonalEntry])
+@router.get("/log-entries", response_model=list[PersonalEntry], responses=documented(403, 404, 422))
 def my_log_entries(
     caller: SignedInPerson, session: ReadSession, person: _Person = None
 ) -> list[PersonalEntry]:

@@ -13,20 +13,38 @@ from fastapi import APIRouter
 
 from broker.api.callers import ConsumerCaller, SourceCaller
 from broker.api.deps import ReadSession
+from broker.api.params import IdPath
+from broker.api.problems import documented
 from broker.consents.views import ServiceConsent, ServiceRole, consent_naming, consents_naming
 
-router = APIRouter(prefix="/v1", tags=["services"])
+router = APIRouter(prefix="/v1", tags=["services"], responses=documented(401, 403, 503))
 
 
-@router.get("/consumer/consents", response_model=list[ServiceConsent])
+# OpenAPI links: a client (and schemathesis' stateful run) may follow a list to its items.
+_TO_ONE = {
+    "links": {
+        "FirstConsent": {
+            "operationId": "consumer_consent",
+            "parameters": {"consent_id": "$response.body#/0/id"},
+        }
+    }
+}
+
+
+@router.get("/consumer/consents", response_model=list[ServiceConsent], responses={200: _TO_ONE})
 def consumer_consents(caller: ConsumerCaller, session: ReadSession) -> list[ServiceConsent]:
     """Every consent the calling consumer holds, newest first, with its status now."""
     return consents_naming(session, caller.service_id, ServiceRole.CONSUMER, datetime.now(UTC))
 
 
-@router.get("/consumer/consents/{consent_id}", response_model=ServiceConsent)
+@router.get(
+    "/consumer/consents/{consent_id}",
+    operation_id="consumer_consent",
+    response_model=ServiceConsent,
+    responses=documented(404, 422),
+)
 def consumer_consent(
-    consent_id: str, caller: ConsumerCaller, session: ReadSession
+    consent_id: IdPath, caller: ConsumerCaller, session: ReadSession
 ) -> ServiceConsent:
     """One consent the calling consumer holds; 404 for any other."""
     return consent_naming(

@@ -33,7 +33,6 @@ import hashlib
 import hmac
 import importlib
 import os
-import platform
 import random
 import sqlite3
 import sys
@@ -70,6 +69,7 @@ from broker.ledger.sequencer import Ledger, LogAppender, unit_of_work
 from broker.storage import create_db_engine, transaction
 from broker.storage.migrate import upgrade
 from broker.storage.tables import Person
+from tests.benchmarks import report
 
 SEED = 20261123
 ORIGIN = "bench.example/audit/v1"
@@ -475,38 +475,6 @@ def pymerkle_list_tree(pymerkle: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------
 # Machine
-
-
-def machine_info() -> dict[str, str]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 0
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": str(cpus),
-        "cpu": model,
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "sqlite": sqlite3.sqlite_version,
-        "sqlalchemy": sqlalchemy.__version__,
-        "platform": platform.platform(),
-    }
-
-
-def load_average() -> str:
-    try:
-        one, five, fifteen = os.getloadavg()
-    except OSError:
-        return "unknown"
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def calibrate(directory: Path, seconds: float) -> tuple[float, float]:
@@ -1162,10 +1130,10 @@ def bench_verify(
 
 
 INTRO = """\
-This file is written by `make bench` (`tests/benchmarks/bench_log.py`); do not edit it by hand,
-rerun the benchmark. It measures the audit log's three hot paths on the machine it runs on, each
-beside the same operation of the [`pymerkle`](https://pypi.org/project/pymerkle/) package's
-SQLite-backed tree, measured in the same run:
+Written by `tests/benchmarks/bench_log.py`. It measures the audit log's three hot paths on the
+machine it runs on, each beside the same operation of the
+[`pymerkle`](https://pypi.org/project/pymerkle/) package's SQLite-backed tree, measured in the
+same run:
 
 1. **Durable appends per second.** The unit counted is one log entry appended through the
    public API with its caller waiting until it is durable. (a) One entry per committed unit of
@@ -1201,19 +1169,20 @@ Set-up data comes from a fixed seed.
 
 
 def write_markdown(path: Path, results: Results, scale: Scale, elapsed: float) -> None:
-    lines = ["# Audit log performance", "", INTRO]
+    """Rewrite the audit log's section of `path` with these results."""
+    lines = ["## Audit log", "", INTRO]
     if scale is QUICK:
         lines += ["**This was a `--quick` smoke run: sizes are scaled down, figures mean little.**"]
         lines.append("")
-    lines += ["## Targets", "", "| Target | Measured | How | Met |", "|---|---|---|---|"]
+    lines += ["### Targets", "", "| Target | Measured | How | Met |", "|---|---|---|---|"]
     for target, measured, how, met in results.targets:
         lines.append(f"| {target} | {measured} | {how} | {'met' if met else '**not met**'} |")
     if results.analysis:
-        lines += ["", "## Why a target is not met", ""]
+        lines += ["", "### Why a target is not met", ""]
         for paragraph in results.analysis:
             lines += [paragraph, ""]
         lines.pop()
-    lines += ["", "## Results", ""]
+    lines += ["", "### Results", ""]
     lines += [
         "| | Measure | Ours | pymerkle | pymerkle operation | Ours vs pymerkle | Note |",
         "|---|---|---:|---:|---|---:|---|",
@@ -1226,17 +1195,18 @@ def write_markdown(path: Path, results: Results, scale: Scale, elapsed: float) -
         )
     lines += ["", "Notes from the run:", ""]
     lines += [f"- {note}" for note in results.notes]
-    lines += ["", "## Machine", ""]
+    lines += ["", "### Machine", ""]
     lines += [f"- {key}: {value}" for key, value in results.machine.items()]
     lines.append(f"- benchmark run time: {elapsed:.0f} s")
     lines += [
         "",
-        "## Regenerating",
+        "### Regenerating",
         "",
         "```sh",
-        "make bench      # installs pymerkle into .venv, runs the benchmark, rewrites this file",
+        "make bench      # installs pymerkle into .venv, runs every benchmark, rewrites this file",
         "BROKER_TEST_POSTGRES_URL=postgresql+psycopg://user:password@host:5432/postgres make bench",
         "                # also on PostgreSQL (the user must be allowed to create databases)",
+        ".venv/bin/python -m tests.benchmarks.bench_log --write   # this section only",
         ".venv/bin/python -m tests.benchmarks.bench_log --quick   # smoke run, prints only",
         "```",
         "",
@@ -1247,13 +1217,19 @@ def write_markdown(path: Path, results: Results, scale: Scale, elapsed: float) -
         "```",
         "",
     ]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    report.write_section("log", "\n".join(lines), path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
-    parser.add_argument("--write", type=Path, help="write the results as markdown to this file")
+    parser.add_argument(
+        "--write",
+        type=Path,
+        nargs="?",
+        const=report.DOC,
+        help="rewrite the audit log section of this markdown file (default docs/performance.md)",
+    )
     parser.add_argument(
         "--only", choices=["appends", "proofs", "verify"], action="append", help="run a section"
     )
@@ -1262,9 +1238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections = set(args.only or ["appends", "proofs", "verify"])
     pymerkle = load_pymerkle()
     started = time.perf_counter()
-    results = Results(machine=machine_info())
+    results = Results(machine=report.machine_info())
     results.machine["pymerkle"] = getattr(pymerkle, "__version__", "unknown")
-    results.machine["load average at start"] = load_average()
+    results.machine["load average at start"] = report.load_average()
     print("Audit log benchmark; ours beside pymerkle", getattr(pymerkle, "__version__", ""))
     for key, value in results.machine.items():
         print(f"  {key}: {value}")
@@ -1287,7 +1263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench_proofs(results, scale, workdir, pymerkle, rng)
         if "verify" in sections:
             bench_verify(results, scale, world, workdir, pymerkle)
-    results.machine["load average at end"] = load_average()
+    results.machine["load average at end"] = report.load_average()
     elapsed = time.perf_counter() - started
 
     section("Targets")
@@ -1297,7 +1273,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"benchmark run time: {elapsed:.0f} s")
     if args.write:
         write_markdown(args.write, results, scale, elapsed)
-        print(f"wrote {args.write}")
     return 0
 
 

@@ -23,15 +23,10 @@ from connectors._http import parse_json
 from connectors.base import Record
 from connectors.fhir import CATEGORIES, map_resource, read_searchset
 from connectors.rest import read_records
+from tests.hostile import any_text, mutate
 
 SUBJECT = "potilas-1001"
-# Lone surrogates (from "\\ud800" escapes) are 2048 of 1.1 million code points: asked for
-# explicitly, or they would almost never be drawn.
-ANY_TEXT = st.text(
-    st.characters(exclude_categories=())
-    | st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF),
-    max_size=20,
-)
+ANY_TEXT = any_text(20)
 HOSTILE = st.one_of(
     st.none(),
     st.booleans(),
@@ -76,42 +71,6 @@ def _is_plain(value: Any) -> bool:
     return False
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    if len(prefix) > 30:  # inside a value buried deep by an earlier mutation
-        return found
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found.extend(_paths(item, (*prefix, key)))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found.extend(_paths(item, (*prefix, index)))
-    return found
-
-
-def _mutate(draw: st.DrawFn, document: Any) -> Any:
-    """`document` with one to three parts dropped, replaced, repeated or buried."""
-    for _ in range(draw(st.integers(1, 3))):
-        paths = [p for p in _paths(document) if p]
-        if not paths:
-            return document
-        path = draw(st.sampled_from(paths))
-        parent = document
-        for step in path[:-1]:
-            parent = parent[step]
-        current = parent[path[-1]]
-        operation = draw(st.sampled_from(["drop", "replace", "replace", "repeat", "bury"]))
-        if operation == "drop":
-            del parent[path[-1]]
-        elif operation == "replace":
-            parent[path[-1]] = draw(HOSTILE)
-        elif operation == "repeat" and isinstance(parent, list):
-            parent.append(copy.deepcopy(current))
-        elif operation == "bury":
-            parent[path[-1]] = [[current]]
-    return document
-
-
 @st.composite
 def searchsets(draw: st.DrawFn) -> tuple[str, Any]:
     """A category and a valid searchset of it for SUBJECT, then mutated."""
@@ -128,7 +87,7 @@ def searchsets(draw: st.DrawFn) -> tuple[str, Any]:
     ]
     links = [{"relation": "next", "url": "https://fhir.example/Observation?page=2"}]
     document = {"resourceType": "Bundle", "type": "searchset", "link": links, "entry": entries}
-    return category, _mutate(draw, copy.deepcopy(document))
+    return category, mutate(draw, copy.deepcopy(document), HOSTILE)
 
 
 @settings(max_examples=200)
@@ -197,7 +156,9 @@ def rest_answers(draw: st.DrawFn) -> Any:
     """A REST answer of the mapped shape (records at data.items), then mutated."""
     item = {"value": "5.40", "nested": {"list": [1, Decimal("2.5")]}, "deep": {"x": {"y": True}}}
     document = {"data": {"items": [dict(item) for _ in range(draw(st.integers(0, 2)))]}}
-    return _mutate(draw, copy.deepcopy(document)) if draw(st.integers(0, 9)) else draw(HOSTILE)
+    return (
+        mutate(draw, copy.deepcopy(document), HOSTILE) if draw(st.integers(0, 9)) else draw(HOSTILE)
+    )
 
 
 @settings(max_examples=150)

@@ -20,16 +20,11 @@ from hypothesis import strategies as st
 from broker.catalogue.files import MAX_BYTES, demo_catalogue_path, parse_catalogue, read_catalogue
 from broker.catalogue.schema import CatalogueFile
 from broker.errors import CatalogueInvalid
+from tests.hostile import any_text, mutate
 
 DEMO: dict[str, Any] = yaml.safe_load(demo_catalogue_path().read_text(encoding="utf-8"))
 
-# Lone surrogates (from "\\ud800" escapes) are 2048 of 1.1 million code points: asked for
-# explicitly, or they would almost never be drawn.
-ANY_TEXT = st.text(
-    st.characters(exclude_categories=())
-    | st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF),
-    max_size=30,
-)
+ANY_TEXT = any_text(30)
 HOSTILE = st.one_of(
     st.none(),
     st.booleans(),
@@ -79,47 +74,11 @@ def _round_trips(parsed: CatalogueFile) -> None:
     assert parse_catalogue(yaml.safe_dump(plain, allow_unicode=True), name="back.yaml") == parsed
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    if len(prefix) > 30:  # inside a value buried deep by an earlier mutation
-        return found
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found.extend(_paths(item, (*prefix, key)))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found.extend(_paths(item, (*prefix, index)))
-    return found
-
-
-PATHS = [p for p in _paths(DEMO) if p]
-
-
 @st.composite
 def mutated_demo(draw: st.DrawFn) -> dict[str, Any]:
     """The demo catalogue with one to three parts dropped, replaced, repeated or buried."""
     doc: dict[str, Any] = json.loads(json.dumps(DEMO, default=str))
-    for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(PATHS))
-        parent: Any = doc
-        try:
-            for step in path[:-1]:
-                parent = parent[step]
-            current = parent[path[-1]]
-        except (KeyError, IndexError, TypeError):
-            continue  # an earlier mutation removed this part
-        operation = draw(st.sampled_from(["drop", "replace", "repeat", "bury", "widen"]))
-        if operation == "drop":
-            del parent[path[-1]]
-        elif operation == "replace":
-            parent[path[-1]] = draw(HOSTILE)
-        elif operation == "repeat" and isinstance(parent, list):
-            parent.append(current)
-        elif operation == "bury":
-            parent[path[-1]] = [[[current]]]
-        elif operation == "widen" and isinstance(current, str):
-            parent[path[-1]] = current * draw(st.sampled_from([2, 40, 200]))
-    return doc
+    return mutate(draw, doc, HOSTILE)  # type: ignore[no-any-return]
 
 
 def test_the_demo_catalogue_round_trips() -> None:

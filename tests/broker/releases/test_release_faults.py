@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from broker.demo.stack import DemoStack, start_demo
-from broker.people.credentials import set_password
-from broker.settings import Settings
+from broker.demo.stack import DemoStack
 from broker.storage import transaction
 from broker.storage.tables import LogEvent
-from connectors.config import load_connectors
 from tests.broker.releases.test_release_http import (
-    PASSWORD,
     consent_and_token,
+    demo_with_rest_labs,
     get_labs,
     logged,
 )
@@ -55,23 +51,7 @@ class Switchable:
 @pytest.fixture
 def faulty(demo: Engine, tmp_path: Path) -> Iterator[tuple[DemoStack, Switchable]]:
     hostile = Switchable()
-    mapping = tmp_path / "sources.yaml"
-    mapping.write_text(
-        "sources:\n  patient-record:\n    kind: rest\n"
-        f"    base_url: {hostile.source.url}\n    audience: urn:omadata:source:patient-record\n"
-        "    url: /switch/{subject}/{category}\n"
-        "    categories:\n      health.lab_results:\n        records: records\n"
-        "        fields: {test_name: test_name, value: value, unit: unit, taken_at: taken_at,"
-        " test_code: test_code, reference_range: reference_range}\n",
-        encoding="utf-8",
-    )
-    with transaction(demo) as session:
-        set_password(session, "aino-virtanen", PASSWORD, datetime.now(UTC))
-    stack = start_demo(
-        Settings(data_dir=tmp_path / "broker"),
-        engine=demo,
-        sources=load_connectors(mapping, timeout=1.0),
-    )
+    stack = demo_with_rest_labs(demo, tmp_path, hostile.source.url, "/switch/{subject}/{category}")
     yield stack, hostile
     stack.stop()
     hostile.source.close()

@@ -214,6 +214,28 @@ def _hostile_source() -> FastAPI:
     return app
 
 
+def demo_with_rest_labs(demo: Engine, tmp_path: Path, base_url: str, url: str) -> DemoStack:
+    """The demo, its patient record replaced by a REST source of lab results at `base_url`
+    (`url` with {subject} and {category}), answering within 1 s; Aino has a password."""
+    mapping = tmp_path / "sources.yaml"
+    mapping.write_text(
+        "sources:\n  patient-record:\n    kind: rest\n"
+        f"    base_url: {base_url}\n    audience: urn:omadata:source:patient-record\n"
+        f"    url: {url}\n"
+        "    categories:\n      health.lab_results:\n        records: records\n"
+        "        fields: {test_name: test_name, value: value, unit: unit, taken_at: taken_at,"
+        " test_code: test_code, reference_range: reference_range}\n",
+        encoding="utf-8",
+    )
+    with transaction(demo) as session:
+        set_password(session, "aino-virtanen", PASSWORD, datetime.now(UTC))
+    return start_demo(
+        Settings(data_dir=tmp_path / "broker"),
+        engine=demo,
+        sources=load_connectors(mapping, timeout=1.0),
+    )
+
+
 @pytest.mark.parametrize(
     ("route", "status", "problem"),
     [
@@ -226,23 +248,7 @@ def test_a_failing_source_yields_a_clear_problem_and_a_logged_failure(
     demo: Engine, tmp_path: Path, route: str, status: int, problem: str
 ) -> None:
     hostile = Served(_hostile_source()).start()
-    mapping = tmp_path / "sources.yaml"
-    mapping.write_text(
-        "sources:\n  patient-record:\n    kind: rest\n"
-        f"    base_url: {hostile.url}\n    audience: urn:omadata:source:patient-record\n"
-        f"    url: /{route}/{{subject}}/{{category}}\n"
-        "    categories:\n      health.lab_results:\n        records: records\n"
-        "        fields: {test_name: test_name, value: value, unit: unit, taken_at: taken_at,"
-        " test_code: test_code, reference_range: reference_range}\n",
-        encoding="utf-8",
-    )
-    with transaction(demo) as session:
-        set_password(session, "aino-virtanen", PASSWORD, datetime.now(UTC))
-    stack = start_demo(
-        Settings(data_dir=tmp_path / "broker"),
-        engine=demo,
-        sources=load_connectors(mapping, timeout=1.0),
-    )
+    stack = demo_with_rest_labs(demo, tmp_path, hostile.url, f"/{route}/{{subject}}/{{category}}")
     try:
         token = consent_and_token(stack, "aino-virtanen")
         response = get_labs(stack, token)

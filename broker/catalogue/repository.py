@@ -65,15 +65,3 @@ def agreement_fields(session: Session, agreement_pk: int) -> Sequence[AgreementF
     return session.exec(
         stmt.order_by(col(AgreementField.category_code), col(AgreementField.field_name))
     ).all()
-
-
-def categories_of_agreements(session: Session, agreement_pks: Sequence[int]) -> dict[int, set[str]]:
-    """The categories each of several agreement versions asks about."""
-    out: dict[int, set[str]] = {pk: set() for pk in agreement_pks}
-    if agreement_pks:
-        stmt = select(AgreementField.agreement_pk, AgreementField.category_code).where(
-            col(AgreementField.agreement_pk).in_(agreement_pks)
-        )
-        for pk, code in session.exec(stmt):
-            out[pk].add(code)
-    return out

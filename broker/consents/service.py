@@ -363,13 +363,40 @@ def decide_release(
 
     `under` limits the decision to these consents, those an access token was issued for.
     """
-    rows = repo.consents_for_release(session, request.person_id, request.consumer, request.source)
-    if under is not None:
-        rows = [(c, a) for c, a in rows if c.id in under]
-    fields = repo.fields_of_many(session, [c.id for c, _ in rows])
-    asked = catalogue.categories_of_agreements(session, sorted({_pk(a) for _, a in rows}))
-    grants = [_grant(c, a, fields[c.id], asked[_pk(a)]) for c, a in rows]
+    # Only the asked category matters to `decide`: a grant answers for it if its agreement
+    # asks about it or it grants a field in it, and only its fields in it can be released.
+    rows = repo.release_rows(
+        session,
+        request.person_id,
+        request.consumer,
+        request.source,
+        request.category,
+        under=under,
+    )
+    fields: dict[str, set[str]] = {}
+    first: dict[str, repo.ReleaseRow] = {}
+    for row in rows:
+        first.setdefault(row.id, row)
+        granted = fields.setdefault(row.id, set())
+        if row.field_name is not None:
+            granted.add(row.field_name)
+    grants = [_release_grant(row, fields[cid], request.category) for cid, row in first.items()]
     return decide(request, grants, now)
+
+
+def _release_grant(row: repo.ReleaseRow, fields: Iterable[str], category: str) -> ConsentGrant:
+    return ConsentGrant(
+        asked_categories=frozenset({category}) if row.asked else frozenset(),
+        consent_id=row.id,
+        person_id=row.person_id,
+        consumer=row.consumer_id,
+        source=row.source_id,
+        purpose=row.purpose_code,
+        fields=frozenset(FieldRef(category, name) for name in fields),
+        status=ConsentStatus(row.status),
+        valid_from=row.valid_from,
+        valid_until=row.valid_until,
+    )
 
 
 def _grant(

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import threading
+import time
 import uuid
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,6 +17,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import ClientMixin
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from sqlalchemy.pool import Pool
 from sqlmodel import Session, col, select, update
 
 from broker.auth.secrets import new_secret, secret_hash, secret_matches
@@ -69,10 +74,38 @@ class IssuedClient:
         return data
 
 
+@dataclass(frozen=True)
+class ClientRecord:
+    """What the broker reads of an enabled client: a copy of its row, shared between threads."""
+
+    client_id: str
+    client_secret_hash: str | None
+    service_id: str | None
+    scope: str
+    redirect_uris: tuple[str, ...]
+    grant_types: tuple[str, ...]
+    token_endpoint_auth_method: str
+    jwks: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, row: OAuthClient) -> ClientRecord:
+        """The record of a stored client row."""
+        return cls(
+            client_id=row.client_id,
+            client_secret_hash=row.client_secret_hash,
+            service_id=row.service_id,
+            scope=row.scope,
+            redirect_uris=tuple(row.redirect_uris),
+            grant_types=tuple(row.grant_types),
+            token_endpoint_auth_method=row.token_endpoint_auth_method,
+            jwks=row.jwks,
+        )
+
+
 class Client(ClientMixin):  # type: ignore[misc]
     """A stored client as Authlib's grants and endpoints see it."""
 
-    def __init__(self, row: OAuthClient) -> None:
+    def __init__(self, row: ClientRecord) -> None:
         self.row = row
         self.client_id = row.client_id
 
@@ -120,15 +153,73 @@ class Client(ClientMixin):  # type: ignore[misc]
         return grant_type in self.row.grant_types
 
 
+# Every token request looks its client up. Enabled clients just read are kept this long, per
+# database, so that a client_credentials request needs no database at all (on SQLite not even
+# its write lock). Clients are only ever disabled or changed outside the broker's code (by the
+# operator, in the database), so that takes effect for new tokens within this many seconds;
+# unknown and disabled clients are never kept, so a new client works at once.
+CLIENT_CACHE_SECONDS = 2.0
+CLIENT_CACHE_SIZE = 1024
+
+
+class _RecentClients:
+    """Enabled clients of one database read in the last CLIENT_CACHE_SECONDS (at most SIZE)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[float, ClientRecord]] = OrderedDict()
+
+    def get(self, client_id: str) -> ClientRecord | None:
+        """The record if read recently enough, else None."""
+        with self._lock:
+            entry = self._entries.get(client_id)
+            if entry is None:
+                return None
+            if time.monotonic() - entry[0] > CLIENT_CACHE_SECONDS:
+                del self._entries[client_id]
+                return None
+            return entry[1]
+
+    def put(self, record: ClientRecord) -> None:
+        """Keep `record`, read now; the oldest entry goes when the cache is full."""
+        with self._lock:
+            self._entries[record.client_id] = (time.monotonic(), record)
+            self._entries.move_to_end(record.client_id)
+            while len(self._entries) > CLIENT_CACHE_SIZE:
+                self._entries.popitem(last=False)
+
+
+# By the engine's pool: an engine with other execution options shares it, a disposed one not.
+_recent: weakref.WeakKeyDictionary[Pool, _RecentClients] = weakref.WeakKeyDictionary()
+_recent_lock = threading.Lock()
+
+
+def _recent_clients(session: Session) -> _RecentClients:
+    pool = session.get_bind().engine.pool
+    with _recent_lock:
+        recent = _recent.get(pool)
+        if recent is None:
+            recent = _recent[pool] = _RecentClients()
+        return recent
+
+
 def find_client(session: Session, client_id: str) -> Client | None:
-    """The enabled client with this id, or None (also for ids no client can have)."""
+    """The enabled client with this id, or None (also for ids no client can have).
+
+    May answer from a copy read up to CLIENT_CACHE_SECONDS ago (see there).
+    """
     if not client_id.isprintable() or len(client_id) > 255:
         # Comes from the caller; PostgreSQL refuses NUL in text, which would be a 500.
         return None
-    row = session.get(OAuthClient, client_id)
-    if row is None or row.disabled_at is not None:
-        return None
-    return Client(row)
+    recent = _recent_clients(session)
+    record = recent.get(client_id)
+    if record is None:
+        row = session.get(OAuthClient, client_id)
+        if row is None or row.disabled_at is not None:
+            return None
+        record = ClientRecord.of(row)
+        recent.put(record)
+    return Client(record)
 
 
 def clients_of_service(session: Session, service_id: str) -> Sequence[OAuthClient]:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from typing import Any
+from urllib.parse import parse_qsl
 
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload, JsonPayload, JsonRequest
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 MAX_JSON = 64 * 1024
+MAX_FIELDS = 1000  # as Starlette's form parser
+_URLENCODED = "application/x-www-form-urlencoded"
 
 
 class _Payload(BasicOAuth2Payload):  # type: ignore[misc]
@@ -75,8 +79,14 @@ async def read_form_request(request: Request, base_url: str) -> FormRequest:
     """Read query and (for POST) form parameters without blocking a worker thread."""
     form: list[tuple[str, str]] = []
     if request.method == "POST":
-        parsed = await request.form()
-        form = [(k, v) for k, v in parsed.multi_items() if isinstance(v, str)]
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == _URLENCODED:
+            # What every OAuth client sends (RFC 6749 §3.2). Parsed as Starlette's form parser
+            # does (Latin-1 bytes, then percent-decoding as UTF-8), at a fraction of its cost.
+            form = _urlencoded(await request.body())
+        else:
+            parsed = await request.form()
+            form = [(k, v) for k, v in parsed.multi_items() if isinstance(v, str)]
     return FormRequest(
         request.method,
         public_uri(request, base_url),
@@ -84,6 +94,16 @@ async def read_form_request(request: Request, base_url: str) -> FormRequest:
         list(request.query_params.multi_items()),
         form,
     )
+
+
+def _urlencoded(body: bytes) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(body.decode("latin-1"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
+    except ValueError:
+        # Starlette's answer to a form with too many fields.
+        raise HTTPException(
+            400, f"Too many fields. Maximum number of fields is {MAX_FIELDS}."
+        ) from None
 
 
 async def read_json_request(request: Request, base_url: str) -> BodyJsonRequest:

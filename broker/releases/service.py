@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col
 
 from broker.consents import repository as consent_repo
 from broker.consents import service as consents
@@ -136,20 +137,33 @@ def release(
     return Release(log_index=outcome, sha256=digest, released=released)
 
 
+# Built once: building a statement costs more than running it (the release path is hot).
+_CATEGORY_SOURCE = sa.select(col(DataCategory.source_id)).where(
+    col(DataCategory.code) == sa.bindparam("code")
+)
+_SUBJECT = (
+    sa.select(col(PersonIdentity.subject))
+    .where(
+        col(PersonIdentity.person_id) == sa.bindparam("person_id"),
+        col(PersonIdentity.issuer) == sa.bindparam("issuer"),
+    )
+    .limit(1)
+)
+
+
 def _plan(session: Session, request: DataRequest, now: datetime) -> _Plan:
-    category = session.get(DataCategory, request.category)
-    if category is None:
+    source = session.execute(_CATEGORY_SOURCE, {"code": request.category}).scalar()
+    if source is None:
         raise NotFound(f"There is no data category {request.category!r}.")
-    held = []
-    for consent_id in request.consent_ids:
-        found = consent_repo.consent_with_agreement(session, consent_id)
-        if found is not None and found[1].consumer_id == request.consumer:
-            held.append(found)
-    person_id = held[0][0].person_id if held else None
-    covering = [
-        a for c, a in held if a.source_id == category.source_id and c.person_id == person_id
+    found = consent_repo.parties_of(session, request.consent_ids)
+    held = [
+        found[cid]
+        for cid in request.consent_ids
+        if cid in found and found[cid].consumer_id == request.consumer
     ]
-    purpose = covering[0].purpose_code if covering else (held[0][1].purpose_code if held else "")
+    person_id = held[0].person_id if held else None
+    covering = [p for p in held if p.source_id == source and p.person_id == person_id]
+    purpose = covering[0].purpose_code if covering else (held[0].purpose_code if held else "")
     if person_id is None:
         decision = ReleaseDecision.deny(DenyReason.NO_CONSENT)
     else:
@@ -158,7 +172,7 @@ def _plan(session: Session, request: DataRequest, now: datetime) -> _Plan:
             ReleaseRequest(
                 person_id=person_id,
                 consumer=request.consumer,
-                source=category.source_id,
+                source=source,
                 category=request.category,
                 purpose=purpose,
                 fields=request.fields,
@@ -166,17 +180,40 @@ def _plan(session: Session, request: DataRequest, now: datetime) -> _Plan:
             now,
             under=set(request.consent_ids),
         )
-    return _Plan(person_id, category.source_id, purpose, decision)
+    return _Plan(person_id, source, purpose, decision)
+
+
+def _recheck(session: Session, request: DataRequest, plan: _Plan, now: datetime) -> _Plan:
+    """The first decision taken again, against the one consent that permitted it.
+
+    Deciding over all the token's consents again would find the same one while it still permits
+    (a consent's person, agreement, fields and window never change and its state only ever
+    leaves `given`); if it no longer does, the release made under it is denied, whatever
+    another consent would allow.
+    """
+    # Only a permitted plan gets this far, and a permit always names its person and consent.
+    assert plan.person_id is not None
+    assert plan.decision.consent_id is not None
+    decision = consents.decide_release(
+        session,
+        ReleaseRequest(
+            person_id=plan.person_id,
+            consumer=request.consumer,
+            source=plan.source,
+            category=request.category,
+            purpose=plan.purpose,
+            fields=request.fields,
+        ),
+        now,
+        under={plan.decision.consent_id},
+    )
+    return _Plan(plan.person_id, plan.source, plan.purpose, decision)
 
 
 def _subject_at_source(session: Session, plan: _Plan) -> str | None:
-    row = session.exec(
-        select(PersonIdentity).where(
-            PersonIdentity.person_id == plan.person_id,
-            PersonIdentity.issuer == source_issuer(plan.source),
-        )
-    ).first()
-    return row.subject if row is not None else None
+    params = {"person_id": plan.person_id, "issuer": source_issuer(plan.source)}
+    subject: str | None = session.execute(_SUBJECT, params).scalar()
+    return subject
 
 
 def _only(record: Record, fields: tuple[str, ...]) -> dict[str, Any]:
@@ -240,7 +277,7 @@ def _log_release(
     now: datetime,
 ) -> int | ReleaseDenied:
     # Decide again inside the transaction that logs: the consent may have ended meanwhile.
-    again = _plan(session, request, now)
+    again = _recheck(session, request, plan, now)
     fields = set(released["fields"])
     if not again.decision.permitted or not fields <= again.decision.fields:
         index = _log_denial(log, request, again, now)

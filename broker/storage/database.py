@@ -2,15 +2,18 @@
 
 A database that cannot be reached (PostgreSQL restarting, SQLite locked past its busy timeout)
 surfaces as `DatabaseUnavailable`, never as a driver error: `transaction` translates it, and
-`unavailable` does so for callers that reach the database another way. The PostgreSQL pool
-checks each connection before lending it, so a restarted server is reconnected to without
-anyone's help.
+`unavailable` does so for callers that reach the database another way. After a PostgreSQL
+restart, the requests that were using the pool's old connections get DatabaseUnavailable and
+the pool reconnects without anyone's help.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,8 @@ from broker.observability.logs import protect_library_logs
 # Seconds to wait for a PostgreSQL connection: a server that is unreachable (rather than
 # refusing) would otherwise hold a request for the kernel's TCP timeout, minutes.
 CONNECT_TIMEOUT_SECONDS = 10
+# Seconds a SQLite writer waits for the write lock before giving up (DatabaseUnavailable).
+SQLITE_BUSY_SECONDS = 30
 
 
 def create_db_engine(url: str, *, echo: bool = False) -> Engine:
@@ -36,17 +41,25 @@ def create_db_engine(url: str, *, echo: bool = False) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
+            url,
+            echo=echo,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS},
         )
+        writers = _SqliteWriters()
+        _sqlite_writers[engine] = writers
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "begin", lambda conn: _sqlite_begin(conn, writers))
         return engine
     connect_args = {}
     if "connect_timeout" not in parsed.query:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-    # pool_pre_ping: a pooled connection that died with a restarted server is replaced before
-    # use, so the first requests after a restart do not fail.
-    return create_engine(url, echo=echo, pool_pre_ping=True, connect_args=connect_args)
+    # No pool_pre_ping: it costs a round trip on every checkout. A pooled connection that died
+    # with a restarted server fails its first statement instead; SQLAlchemy then sees a
+    # disconnect and discards every connection of the pool made before it, so that request gets
+    # DatabaseUnavailable (503, try again) and the next ones connect afresh.
+    # pool_recycle: a firewall or proxy may close a long-lived connection without a word; one
+    # older than ten minutes is replaced at its next checkout, at no cost per request.
+    return create_engine(url, echo=echo, pool_recycle=600, connect_args=connect_args)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -60,10 +73,63 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin(conn: Connection) -> None:
-    # A writer takes the write lock at BEGIN, so two writers queue on the busy timeout instead
-    # of failing when both try to upgrade a read lock; readers stay concurrent.
+class _SqliteWriters:
+    """This process's writers to one SQLite database, queued on a lock of the process.
+
+    SQLite has one write lock per database, and a writer that finds it taken sleeps in the busy
+    handler and polls (sleeps of up to 100 ms), leaving the CPU idle and giving long tails. A
+    `transaction` takes this lock just before its BEGIN IMMEDIATE, when SQLite's would be taken,
+    and releases it after the COMMIT, so that writers in this process are handed the lock in
+    turn at once; writers in other processes still meet at the busy handler.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.owner: int | None = None  # the thread holding the lock
+
+    def acquire(self) -> None:
+        """Take the lock for the innermost open `transaction`, unless it holds it already."""
+        unit = _writing.get()
+        if unit is None or unit.writers is not self or unit.holds:
+            return  # not in a `transaction` (migrations, tests): SQLite's busy handler alone
+        if self.owner == threading.get_ident():
+            # A writer nested in this thread's own: waiting here would never end; SQLite
+            # refuses it after its busy timeout, as without this lock.
+            return
+        if not self.lock.acquire(timeout=SQLITE_BUSY_SECONDS):
+            raise DatabaseUnavailable(
+                "The broker's database cannot be reached just now; try again shortly."
+            )
+        self.owner = threading.get_ident()
+        unit.holds = True
+
+    def release(self) -> None:
+        """Hand the lock to the next writer."""
+        self.owner = None
+        self.lock.release()
+
+
+class _WriteUnit:
+    """One open `transaction` that may write, and whether it holds its writers' lock."""
+
+    __slots__ = ("holds", "writers")
+
+    def __init__(self, writers: _SqliteWriters) -> None:
+        self.writers = writers
+        self.holds = False
+
+
+_sqlite_writers: weakref.WeakKeyDictionary[Engine, _SqliteWriters] = weakref.WeakKeyDictionary()
+# A context variable rather than a thread-local: correct for coroutines too.
+_writing: ContextVar[_WriteUnit | None] = ContextVar("broker_sqlite_writing", default=None)
+
+
+def _sqlite_begin(conn: Connection, writers: _SqliteWriters) -> None:
+    # A writer takes the write lock at BEGIN, so two writers queue instead of failing when both
+    # try to upgrade a read lock; readers stay concurrent.
     readonly = conn.get_execution_options().get(_READONLY, False)
+    if not readonly:
+        writers.acquire()
     conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
@@ -88,6 +154,9 @@ def transaction(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
     commit itself, the database may or may not have kept the work).
     """
     bind = engine.execution_options(**_readonly_options(engine)) if readonly else engine
+    writers = None if readonly else _sqlite_writers.get(engine)
+    unit = _WriteUnit(writers) if writers is not None else None
+    entered = _writing.set(unit) if unit is not None else None
     try:
         with Session(bind, expire_on_commit=False) as session, session.begin():
             yield session
@@ -96,6 +165,11 @@ def transaction(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
         if translated is None:
             raise
         raise translated from exc
+    finally:
+        if unit is not None and unit.holds:
+            unit.writers.release()
+        if entered is not None:
+            _writing.reset(entered)
 
 
 # SQLite reports a missing table as an OperationalError too; only these mean "try again".

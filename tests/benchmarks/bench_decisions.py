@@ -7,10 +7,10 @@ each with each demo source, and then `--consents` consents (10 per person) bulk-
 into `consent` and `consent_field` (executemany on SQLite, COPY on PostgreSQL), consistent with
 broker/storage/tables.py. Then, for random (person, consumer, source, category, purpose)
 requests, half of them for a consent that exists, it times what the release path does before
-it fetches: `broker.consents.service.decide_release` (the person's consents for this consumer
-and source, their fields, the categories their agreements ask about, then
-`policies.decide`) in one read-only transaction, as `broker.releases.service` runs it. And it
-prints the query plans of those lookups.
+it fetches: `broker.consents.service.decide_release` (one query for the person's consents for
+this consumer and source, their fields in the category and whether their agreements ask about
+it, then `policies.decide`) in one read-only transaction, as `broker.releases.service` runs it.
+And it prints the query plan of that lookup.
 """
 
 from __future__ import annotations
@@ -339,9 +339,9 @@ consent that exists (its person, consumer, source, purpose and one of its catego
 for a random person and agreement, each timed around
 `broker.consents.service.decide_release` in its own read-only transaction (`transaction(engine,
 readonly=True)`), which is what the release path does before the fetch: the person's consents
-for this consumer and source, their fields and the categories their agreements ask about, three
-indexed queries, then `policies.decide`. One process, no concurrency. The same is measured
-first over a database of 10,000 consents: the yardstick for what size costs.
+for this consumer and source with their fields in the category and whether their agreements ask
+about it, one indexed query, then `policies.decide`. One process, no concurrency. The same is
+measured first over a database of 10,000 consents: the yardstick for what size costs.
 
 Target: p99 at most 2 ms.
 """
@@ -388,11 +388,10 @@ the million consents add is the difference between the two rows, and the CPU col
 thread's CPU time per decision, so without the PostgreSQL server's share) show how much of
 the wall time was work. Where the wall p99 is far above the CPU p99, the rest is the thread
 waiting for a core on this shared 2-core machine (or, on PostgreSQL, for the server's process),
-not the database's size. On PostgreSQL a decision is some six round trips to the server (the
-pool's ping on checkout, BEGIN at REPEATABLE READ for the read-only snapshot, the three
-queries, COMMIT), each with the driver's and SQLAlchemy's work on the broker's side: that, not
-the data, is why it misses 2 ms already over 10,000 consents. Fewer round trips (no ping on
-every checkout, the three lookups in one query) would be the way there.
+not the database's size. On PostgreSQL a decision is three round trips to the server (BEGIN
+at REPEATABLE READ for the read-only snapshot, the one query, COMMIT; the pool does not ping
+on checkout: a connection lost with a restarted server fails one request with a 503 and the
+pool reconnects), each with the driver's and SQLAlchemy's work on the broker's side.
 """
 
 

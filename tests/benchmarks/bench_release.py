@@ -86,8 +86,8 @@ def measure_cell(port: int, path: str, token: str, clients: int, seconds: float)
 # What the broker's Python time is spent on during a release (labels: frames they match).
 PROFILE_FRAMES = {
     "the release path (`releases.service.release`)": ";release (broker/releases/service.py",
-    "decisions: lookups + `decide`, before the fetch and again in the log transaction "
-    "(`_plan`, twice)": ";_plan (broker/releases/service.py",
+    "decisions: lookup + `decide`, before the fetch and again in the log transaction "
+    "(`decide_release`, twice)": ";decide_release (broker/consents/service.py",
     "fetch from the source (`FhirConnector.fetch`)": ";FhirConnector.fetch (",
     "of which validating the FHIR searchset (fhir.resources)": ";read_searchset (",
     "signing the source token": ";issue_source_token (",
@@ -266,30 +266,28 @@ The passthrough does next to nothing itself, so its figures are those of the dem
 (which checks the source token's Ed25519 signature and builds the searchset) and of the
 machine. The broker, for each release, in Python under one interpreter lock: runs its ASGI
 middleware and FastAPI; checks the access token (Ed25519 signature, claims, a revocation
-lookup); decides from the database (category, the token's consents, the person's consents for
-this consumer and source, their fields, the categories their agreements ask about: a handful of
-SQLAlchemy ORM queries); signs a source token; fetches from the source over HTTP and validates
-the FHIR searchset with `fhir.resources` (pydantic); filters; and hands the log entry to the
-group-committing writer, which decides again inside the transaction that appends and waits for
-the COMMIT (fsync). The profile below (`--profile`) shows the decisions, made twice, as the
-largest part of the broker's own Python work, then the log writer's transaction, the fetch with
-its validation, and the ASGI stack. None of these is a missing index or a single hot spot; the
-gap is the sum of the checks, each done in Python.
+lookup); decides from the database (the category's source, the token's consents, then one
+query for the person's consents for this consumer and source with their fields in the category
+and whether their agreements ask about it; prebuilt SQLAlchemy Core statements); signs a source
+token; fetches from the source over HTTP and validates the FHIR searchset with `fhir.resources`
+(pydantic); filters; and hands the log entry to the group-committing writer, which decides again
+inside the transaction that appends (re-reading only the consent that permitted the release)
+and waits for the COMMIT (fsync). The profile below (`--profile`) shows where the broker's own
+Python work goes: the fetch with its validation, the ASGI stack and uvicorn, the decisions, the
+log writer's transaction. None of these is a missing index or a single hot spot; the gap is the
+sum of the checks, each done in Python.
 
-On PostgreSQL a release also makes some fifteen round trips to the server (a pool ping per
-transaction, the queries, the COMMIT, in the request thread and in the log writer); on this
-2-core machine, shared by the load generator, the source and other work, each round trip waits
-for the server's process to be scheduled, which dominates the latency with one client (py-spy
-with `--idle` showed the request thread waiting on the log writer, itself waiting on the
-server). SQLite runs in the broker's process and has no such hops.
+On PostgreSQL a release also makes about a dozen round trips to the server (BEGIN, the queries
+and COMMIT, in the request thread and in the log writer); on this 2-core machine, shared by the
+load generator, the source and other work, each round trip waits for the server's process to be
+scheduled, which dominates the latency with one client (py-spy with `--idle` showed the request
+thread waiting on the log writer, itself waiting on the server). SQLite runs in the broker's
+process and has no such hops.
 
-What would close part of the gap, not done here (each touches the release path or the
-platform): decide once before the fetch and, in the log transaction, only re-read the status
-and validity of the one consent used (rather than the full lookup again); keep the catalogue
-lookups (category to source, agreement categories), which change only when the catalogue is
-loaded, in memory; let the FHIR connector check the searchset's shape itself instead of full
-`fhir.resources` validation; and serve the broker with several uvicorn workers, since it is
-bound by one interpreter lock while the database can take writers from several processes.
+What would close more of the gap, not done here (each touches another part or the platform):
+let the FHIR connector check the searchset's shape itself instead of full `fhir.resources`
+validation; lighter ASGI middleware; and serve the broker with several uvicorn workers, since
+it is bound by one interpreter lock while the database can take writers from several processes.
 """
 
 PROFILE_TEXT = """\

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.api import problems
+from broker.api.body_limit import replaying
 from broker.errors import TooManyRequests
 from broker.oauth.endpoints import claimed_client_id
 from broker.ratelimit import Limiter, RateLimits, retry_after
@@ -82,19 +83,6 @@ async def _read_body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    delivered = False
-
-    async def replay() -> Message:
-        nonlocal delivered
-        if delivered:
-            return await receive()
-        delivered = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
-
-
 class Throttle:
     """ASGI middleware applying the process's RateLimits (`app.state.runtime.limits`)."""
 
@@ -124,7 +112,7 @@ class Throttle:
             body = await _read_body(receive)
             if body is None:
                 return
-            receive = _replaying(body, receive)
+            receive = replaying(body, receive)
             principal = self._principal(area, scope, body)
         attempts = limits.oauth if area == "oauth" else limits.signin
         checks: list[tuple[Limiter, str]] = [(attempts, address)]

@@ -169,18 +169,22 @@ def _plan(session: Session, request: DataRequest, now: datetime) -> _Plan:
     else:
         decision = consents.decide_release(
             session,
-            ReleaseRequest(
-                person_id=person_id,
-                consumer=request.consumer,
-                source=source,
-                category=request.category,
-                purpose=purpose,
-                fields=request.fields,
-            ),
+            _asked(request, person_id, source, purpose),
             now,
             under=set(request.consent_ids),
         )
     return _Plan(person_id, source, purpose, decision)
+
+
+def _asked(request: DataRequest, person_id: str, source: str, purpose: str) -> ReleaseRequest:
+    return ReleaseRequest(
+        person_id=person_id,
+        consumer=request.consumer,
+        source=source,
+        category=request.category,
+        purpose=purpose,
+        fields=request.fields,
+    )
 
 
 def _recheck(session: Session, request: DataRequest, plan: _Plan, now: datetime) -> _Plan:
@@ -196,14 +200,7 @@ def _recheck(session: Session, request: DataRequest, plan: _Plan, now: datetime)
     assert plan.decision.consent_id is not None
     decision = consents.decide_release(
         session,
-        ReleaseRequest(
-            person_id=plan.person_id,
-            consumer=request.consumer,
-            source=plan.source,
-            category=request.category,
-            purpose=plan.purpose,
-            fields=request.fields,
-        ),
+        _asked(request, plan.person_id, plan.source, plan.purpose),
         now,
         under={plan.decision.consent_id},
     )

@@ -115,13 +115,8 @@ def bench_database(
     ):
         token = deployment.consent(PERSON)
         consent_id, fields = release_once(deployment, token["access_token"])
-        port = free_port()
-        passthrough = Process(
-            "passthrough",
-            module_args("passthrough", "--port", str(port), "--target", deployment.source_url),
-            port,
-            ready_path="/fhir/metadata",
-        ).start()
+        passthrough = start_passthrough(deployment)
+        port = passthrough.port
         try:
             for level in clients:
                 # A fresh source token for each cell: they live a minute.
@@ -157,6 +152,17 @@ def bench_database(
                 print(f"  {line}")
         rows[-1]["log_count"] = _released_entries(deployment)
     return rows
+
+
+def start_passthrough(deployment: Deployment) -> Process:
+    """The bare passthrough to the deployment's FHIR source, started on a free port."""
+    port = free_port()
+    return Process(
+        "passthrough",
+        module_args("passthrough", "--port", str(port), "--target", deployment.source_url),
+        port,
+        ready_path="/fhir/metadata",
+    ).start()
 
 
 def release_once(deployment: Deployment, access_token: str) -> tuple[str, list[str]]:
@@ -309,16 +315,8 @@ def write(
     for row in rows:
         if "profile" in row:
             lines += ["", PROFILE_TEXT.format(database=row["database"], seconds=seconds), ""]
-            lines += report.table(
-                ["Where the broker's Python time goes", "Share"],
-                [[label, f"{share:.0%}"] for label, share in row["profile"]],
-            )
-    lines += ["", "Machine:", "", *report.machine_lines(machine)]
-    lines += [
-        "",
-        "Rerun this section alone: `python -m tests.benchmarks.bench_release --write`"
-        " (`BENCH_SECONDS=2` for a short run).",
-    ]
+            lines += report.profile_table(row["profile"])
+    lines += report.footer(machine, "bench_release", "`BENCH_SECONDS=2` for a short run")
     report.write_section("release", "\n".join(lines))
 
 

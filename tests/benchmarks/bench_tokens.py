@@ -354,16 +354,10 @@ def write(
     for row in rows:
         for grant, found in row.get("profile", {}).items():
             lines += ["", PROFILE_TEXT.format(grant=grant, database=row["database"], s=seconds), ""]
-            lines += report.table(
-                ["Where the broker's Python time goes", "Share"],
-                [[label, f"{share:.0%}"] for label, share in found],
-            )
-    lines += ["", "Machine:", "", *report.machine_lines(machine)]
-    lines += [
-        "",
-        "Rerun this section alone: `python -m tests.benchmarks.bench_tokens --write`"
-        " (`BENCH_SECONDS=2` for a short run; needs `node` and `npm`).",
-    ]
+            lines += report.profile_table(found)
+    lines += report.footer(
+        machine, "bench_tokens", "`BENCH_SECONDS=2` for a short run; needs `node` and `npm`"
+    )
     report.write_section("tokens", "\n".join(lines))
 
 

@@ -85,6 +85,22 @@ def machine_lines(machine: dict[str, str]) -> list[str]:
     return [f"- {key}: {value}" for key, value in machine.items()]
 
 
+def profile_table(shares: Sequence[tuple[str, float]]) -> list[str]:
+    """A py-spy profile (label, share of the broker's Python time) as a markdown table."""
+    return table(
+        ["Where the broker's Python time goes", "Share"],
+        [[label, f"{share:.0%}"] for label, share in shares],
+    )
+
+
+def footer(machine: dict[str, str], module: str, short_run: str) -> list[str]:
+    """The machine, and how to rerun the section alone (`short_run`: how to make it quick)."""
+    rerun = (
+        f"Rerun this section alone: `python -m tests.benchmarks.{module} --write` ({short_run})."
+    )
+    return ["", "Machine:", "", *machine_lines(machine), "", rerun]
+
+
 def write_section(name: str, body: str, path: Path = DOC) -> None:
     """Replace the section `name` of `path` with `body` (markdown), or append it."""
     begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"

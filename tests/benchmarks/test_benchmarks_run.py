@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from broker.demo.stack import free_port
 from tests.benchmarks import bench_decisions, bench_release, bench_tokens, loadgen, soak
 from tests.benchmarks.deployment import deployed
-from tests.benchmarks.servers import Process, module_args
 
 
 def _ok_only(result: dict[str, object]) -> None:
@@ -26,16 +24,12 @@ def test_the_http_benchmarks_and_the_soak_run_against_a_live_broker(tmp_path: Pa
     with deployed(tmp_path, "sqlite") as deployment:
         token = deployment.consent(bench_release.PERSON)
         consent_id, fields = bench_release.release_once(deployment, token["access_token"])
-        port = free_port()
-        passthrough = Process(
-            "passthrough",
-            module_args("passthrough", "--port", str(port), "--target", deployment.source_url),
-            port,
-            ready_path="/fhir/metadata",
-        ).start()
+        passthrough = bench_release.start_passthrough(deployment)
         try:
             minted = bench_release.source_token(deployment, consent_id, fields)
-            _ok_only(bench_release.measure_cell(port, bench_release.SEARCH, minted, 2, 1.0))
+            _ok_only(
+                bench_release.measure_cell(passthrough.port, bench_release.SEARCH, minted, 2, 1.0)
+            )
         finally:
             passthrough.stop()
         path = f"/v1/data/{bench_release.CATEGORY}"

@@ -252,6 +252,12 @@ class KeyStore:
                 entries.append(jwk)
         return {"keys": entries}
 
+    @property
+    def revision(self) -> object:
+        """An opaque token that is a new object whenever the set of keys changed (created,
+        rotated, or reloaded by `refresh`); compare it with `is` to keep what depends on it."""
+        return self._state
+
     def refresh(self) -> bool:
         """Reload the manifest if it changed on disk (say, another process rotated).
 

@@ -8,21 +8,19 @@ any cross-site request.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from broker.api.deps import BearerToken, RuntimeDep
+from broker.api.deps import Bearer, BearerToken, RuntimeDep
 from broker.auth.sessions import COOKIE, csrf_ok, find_session
 from broker.auth.tokens import AccessToken, require_scope
 from broker.errors import NotAuthenticated, NotPermitted
 from broker.oauth.clients import ClientKind, Scope
-from broker.runtime import Runtime
 from broker.storage import transaction
-from broker.storage.tables import OAuthClient
 
 CSRF_HEADER = "X-CSRF-Token"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -74,30 +72,24 @@ def _person(request: Request, runtime: RuntimeDep) -> PersonCaller:
     return caller
 
 
-def _client(runtime: RuntimeDep, token: AccessToken) -> OAuthClient:
-    with transaction(runtime.engine, readonly=True) as session:
-        client = session.get(OAuthClient, token.client_id)
-        if client is None or client.disabled_at is not None:
-            raise NotAuthenticated("The client that holds this token is no longer registered.")
-        session.expunge(client)
-    return client
-
-
-def _service(scope: Scope) -> Callable[[Runtime, AccessToken], ServiceCaller]:
-    def dependency(runtime: RuntimeDep, token: BearerToken) -> ServiceCaller:
-        client = _client(runtime, token)
-        if client.kind != ClientKind.SERVICE or client.service_id is None:
+# These two are async because they do no I/O (the bearer dependency has read the client): a
+# plain `def` dependency would cost a hop to the thread pool on every request.
+def _service(scope: Scope) -> Callable[[Bearer], Awaitable[ServiceCaller]]:
+    async def dependency(bearer: BearerToken) -> ServiceCaller:
+        holder = bearer.holder
+        if holder.kind != ClientKind.SERVICE or holder.service_id is None:
             raise NotPermitted("Only an integrated service may call this.")
-        require_scope(token, scope.value)
-        return ServiceCaller(service_id=client.service_id, client_id=client.client_id, token=token)
+        require_scope(bearer.token, scope.value)
+        return ServiceCaller(
+            service_id=holder.service_id, client_id=holder.client_id, token=bearer.token
+        )
 
     return dependency
 
 
-def _auditor(runtime: RuntimeDep, token: BearerToken) -> AuditorCaller:
-    _client(runtime, token)
-    require_scope(token, Scope.AUDIT_READ.value)
-    return AuditorCaller(client_id=token.client_id, token=token)
+async def _auditor(bearer: BearerToken) -> AuditorCaller:
+    require_scope(bearer.token, Scope.AUDIT_READ.value)
+    return AuditorCaller(client_id=bearer.holder.client_id, token=bearer.token)
 
 
 SignedInPerson = Annotated[PersonCaller, Depends(_person)]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlmodel import Session
 
-from broker.auth.tokens import AccessToken, is_revoked, verify_access_token
+from broker.auth.tokens import AccessToken, TokenHolder, holder_of, verify_access_token
 from broker.errors import NotAuthenticated
 from broker.oauth.dpop import DPoPError, check_binding, verify_dpop_proof, www_authenticate
 from broker.oauth.replay import DatabaseReplayCache
@@ -18,7 +19,8 @@ from broker.runtime import Runtime
 from broker.storage import transaction
 
 
-def _runtime(request: Request) -> Runtime:
+# async: no I/O here, and a plain `def` dependency costs a hop to the thread pool per request.
+async def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -34,8 +36,17 @@ def _read_session(runtime: RuntimeDep) -> Iterator[Session]:
 ReadSession = Annotated[Session, Depends(_read_session)]
 
 
-def _bearer(request: Request, runtime: RuntimeDep) -> AccessToken:
-    """The verified access token: `Bearer`, or `DPoP` with a proof by the token's key."""
+@dataclass(frozen=True)
+class Bearer:
+    """A verified access token and the client it was issued to, as registered now."""
+
+    token: AccessToken
+    holder: TokenHolder
+
+
+def _bearer(request: Request, runtime: RuntimeDep) -> Bearer:
+    """The verified access token, not revoked, of a client still registered and enabled:
+    `Bearer`, or `DPoP` with a proof by the token's key."""
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     token, scheme = value.strip(), scheme.lower()
     if scheme not in {"bearer", "dpop"} or not token:
@@ -52,8 +63,7 @@ def _bearer(request: Request, runtime: RuntimeDep) -> AccessToken:
         now=now,
     )
     with transaction(runtime.engine, readonly=True) as session:
-        if is_revoked(session, verified):
-            raise NotAuthenticated("The access token was revoked.")
+        holder = holder_of(session, verified)
     proof = None
     try:
         if scheme == "dpop":
@@ -76,7 +86,7 @@ def _bearer(request: Request, runtime: RuntimeDep) -> AccessToken:
             f"{error.error}: {error.description}",
             challenge=www_authenticate(error, realm="omadata"),
         ) from None
-    return verified
+    return Bearer(verified, holder)
 
 
-BearerToken = Annotated[AccessToken, Depends(_bearer)]
+BearerToken = Annotated[Bearer, Depends(_bearer)]

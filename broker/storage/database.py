@@ -145,6 +145,19 @@ def _readonly_options(engine: Engine) -> dict[str, Any]:
     return {_READONLY: True}
 
 
+_READONLY_ENGINE = "_broker_readonly_engine"
+
+
+def _readonly_engine(engine: Engine) -> Engine:
+    # One option engine per engine, kept on it (a cycle the collector frees with the engine):
+    # making one per read transaction costs more than many a read.
+    bound: Engine | None = getattr(engine, _READONLY_ENGINE, None)
+    if bound is None:
+        bound = engine.execution_options(**_readonly_options(engine))
+        setattr(engine, _READONLY_ENGINE, bound)
+    return bound
+
+
 @contextmanager
 def transaction(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
     """One unit of work: commits if the block succeeds, rolls everything back if it raises.
@@ -153,7 +166,7 @@ def transaction(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
     Raises DatabaseUnavailable if the database cannot be reached (if that happened during the
     commit itself, the database may or may not have kept the work).
     """
-    bind = engine.execution_options(**_readonly_options(engine)) if readonly else engine
+    bind = _readonly_engine(engine) if readonly else engine
     writers = None if readonly else _sqlite_writers.get(engine)
     unit = _WriteUnit(writers) if writers is not None else None
     entered = _writing.set(unit) if unit is not None else None

@@ -677,4 +677,5 @@ def parse_granted(claim: Any) -> list[GrantedRelease]:
 
 def _rfc3339(moment: datetime) -> str:
     # Truncated to the second: a token may say a consent ends slightly early, never late.
-    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Not strftime: its %Y drops the leading zeros of a year before 1000 on glibc ("1-01-01").
+    return moment.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"

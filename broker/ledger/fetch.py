@@ -39,35 +39,67 @@ class LogSource(Protocol):
         ...
 
 
+# What one answer of a broker may be at most. A checkpoint note is a few hundred bytes; a page
+# of entries is about 1 KiB per entry as the broker writes them (a leaf of ~600 bytes, base64
+# in JSON), so a page of 1,000 takes ~1 MiB. A broker is not trusted: one that answers without
+# end must not fill the auditor's memory.
+MAX_CHECKPOINT_BYTES = 64 * 1024
+MAX_PAGE_BYTES = 64 * 1024 * 1024
+
+
 class HttpLogSource:
     """The broker's public log API; entries need an access token with `audit:read`."""
 
-    def __init__(self, base_url: str, token: str | None, *, page_size: int = 1000) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        page_size: int = 1000,
+        max_page_bytes: int = MAX_PAGE_BYTES,
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=30)
         self.page_size = page_size
+        self.max_page_bytes = max_page_bytes
 
     def close(self) -> None:
         """Close the HTTP connections."""
         self._client.close()
 
-    def _get(self, path: str, **params: int) -> httpx.Response:
+    def _get(self, path: str, limit: int, **params: int) -> bytes:
         try:
-            response = self._client.get(path, params=params)
+            with self._client.stream("GET", path, params=params) as response:
+                body = _read_at_most(response, limit)
+                if body is None:
+                    raise FetchError(f"{path} answered more than {limit:,} bytes; refused")
         except httpx.HTTPError as exc:
             raise FetchError(f"{path}: {exc.__class__.__name__}: {exc}") from None
         if response.status_code != 200:
-            detail = response.text[:300]
+            detail = body[:300].decode("utf-8", "replace")
             raise FetchError(f"{path} answered {response.status_code}: {detail}")
-        return response
+        return body
 
     def checkpoint(self) -> bytes:
         """GET /v1/log/checkpoint."""
-        return self._get("/v1/log/checkpoint").content
+        return self._get("/v1/log/checkpoint", MAX_CHECKPOINT_BYTES)
 
     def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
         """GET /v1/log/entries?start&end."""
-        return parse_entries(self._get("/v1/log/entries", start=start, end=end).content, start, end)
+        body = self._get("/v1/log/entries", self.max_page_bytes, start=start, end=end)
+        return parse_entries(body, start, end)
+
+
+def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:
+    """The body (decoded), or None as soon as it passes `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def parse_entries(body: bytes, start: int, end: int) -> list[tuple[int, bytes]]:

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker.errors import (
@@ -30,6 +30,8 @@ from broker.errors import (
 )
 from broker.ledger.errors import LogError
 from broker.storage.database import unavailable
+from broker.web.i18n import pick_language
+from broker.web.my.context import error_page
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -92,6 +94,15 @@ def from_error(error: BrokerError, instance: str) -> JSONResponse:
     return response
 
 
+def _posted_from_a_page(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "")
+    return (
+        request.method == "POST"
+        and content_type.startswith("application/x-www-form-urlencoded")
+        and "text/html" in request.headers.get("accept", "")
+    )
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into a problem."""
 
@@ -100,7 +111,14 @@ def install(app: FastAPI) -> None:
         return from_error(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        if _posted_from_a_page(request):
+            # A person's form (say, a sign-in with characters a field refuses): a page in
+            # their language, not JSON they cannot read.
+            language = pick_language(
+                request.query_params.get("lang"), request.headers.get("accept-language")
+            )
+            return error_page(422, language)
         errors = [
             {"location": list(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()
         ]

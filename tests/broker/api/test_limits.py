@@ -223,6 +223,24 @@ def test_forms_have_a_smaller_cap_and_browsers_a_readable_page(live: LiveBroker)
     assert json_under_cap.status_code == 401, "JSON bodies up to max_body_bytes pass"
 
 
+@SQLITE
+def test_a_form_the_routes_refuse_gets_a_readable_page_and_the_api_a_problem(
+    live: LiveBroker,
+) -> None:
+    form = {"username": "a" * 201, "password": "x", "csrf": "c"}  # a user name over its 200
+    page = httpx.post(
+        f"{live.url}/signin",
+        data=form,
+        headers={"Accept": "text/html", "Accept-Language": "sv"},
+    )
+    assert page.status_code == 422
+    assert page.headers["content-type"].startswith("text/html")
+    assert "Kontrollera det du skrev." in page.text
+    api = httpx.post(f"{live.url}/signin", data=form)
+    assert api.status_code == 422
+    assert api.headers["content-type"] == "application/problem+json"
+
+
 # --- rates -------------------------------------------------------------------------------------
 
 

@@ -100,6 +100,11 @@ class Process:
             self.popen.kill()
             self.popen.wait(5)
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the process has used so far, from /proc."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_bytes(self) -> int:
         """The process's resident set size now, from /proc."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():

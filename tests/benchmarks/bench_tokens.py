@@ -313,8 +313,8 @@ ANALYSIS = """\
 stack, compiled by V8. The broker keeps client records for 2 s, compares the secret's SHA-256
 in constant time and signs with Ed25519, but most of a request is CPython running uvicorn's
 HTTP parsing, the ASGI middleware (request id, an access log line and the latency histogram;
-security headers; body limit; rate limiting, set to no limit here), FastAPI and Authlib (the
-profile below): about a millisecond of CPU per request on this machine, with no one piece
+security headers; body limit; rate limiting, set to no limit here), FastAPI and Authlib (`--profile`
+samples it with py-spy): about a millisecond of CPU per request on this machine, with no one piece
 dominating, against a fifth of that for Node.
 
 *refresh_token*: for each refresh the broker checks that every consent behind the grant is

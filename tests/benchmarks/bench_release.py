@@ -15,8 +15,6 @@ SQLite and, when BROKER_TEST_POSTGRES_URL is set, on PostgreSQL.
 
 from __future__ import annotations
 
-import argparse
-import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -43,11 +41,6 @@ CATEGORY = "health.lab_results"
 SEARCH = f"/fhir/Observation?patient={SUBJECT}&category=laboratory&_count=50"
 TARGET_THROUGHPUT = 0.60
 TARGET_P99 = 3.0
-
-
-def seconds_per_cell() -> float:
-    """BENCH_SECONDS, or 10: how long each measured cell runs."""
-    return float(os.environ.get("BENCH_SECONDS", "10"))
 
 
 def source_token(deployment: Deployment, consent_id: str, fields: Sequence[str]) -> str:
@@ -385,19 +378,10 @@ def write(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run on SQLite (and PostgreSQL when configured); print, and with --write record."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=seconds_per_cell())
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
-    parser.add_argument("--sqlite-only", action="store_true")
-    parser.add_argument("--profile", action="store_true", help="sample the broker with py-spy")
-    parser.add_argument("--write", action="store_true", help="rewrite the release section")
-    args = parser.parse_args(argv)
+    args = report.load_parser(__doc__, "release").parse_args(argv)
     machine = report.machine_info()
     machine["load average at start"] = report.load_average()
-    databases = [("SQLite", "sqlite")]
-    postgres = os.environ.get("BROKER_TEST_POSTGRES_URL", "")
-    if postgres and not args.sqlite_only:
-        databases.append(("PostgreSQL", postgres))
+    databases = report.databases(args.sqlite_only)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     notes: list[str] = []

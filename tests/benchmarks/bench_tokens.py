@@ -11,10 +11,8 @@ npm into var/bench/oidc at the first run and served by tests/benchmarks/oidc_pro
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -30,7 +28,6 @@ from broker.oauth.grants import store_refresh_token
 from broker.storage import transaction
 from broker.storage.tables import RefreshToken
 from tests.benchmarks import loadgen, profiling, report
-from tests.benchmarks.bench_release import seconds_per_cell
 from tests.benchmarks.deployment import Deployment, deployed
 
 HERE = Path(__file__).resolve().parent / "oidc_provider"
@@ -362,22 +359,13 @@ def write(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both grants against both servers; print, and with --write record."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=seconds_per_cell())
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
-    parser.add_argument("--sqlite-only", action="store_true")
-    parser.add_argument("--profile", action="store_true", help="sample the broker with py-spy")
-    parser.add_argument("--write", action="store_true", help="rewrite the tokens section")
-    args = parser.parse_args(argv)
+    args = report.load_parser(__doc__, "tokens").parse_args(argv)
     machine = report.machine_info()
     machine["load average at start"] = report.load_average()
     node_version = subprocess.run(
         ["node", "--version"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    databases = [("SQLite", "sqlite")]
-    postgres = os.environ.get("BROKER_TEST_POSTGRES_URL", "")
-    if postgres and not args.sqlite_only:
-        databases.append(("PostgreSQL", postgres))
+    databases = report.databases(args.sqlite_only)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     node = OidcProvider(max(args.clients))

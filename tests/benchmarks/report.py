@@ -8,6 +8,7 @@ rerun without losing the others' figures.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -29,6 +30,33 @@ regenerated alone (`python -m tests.benchmarks.MODULE --write`). The machine is 
 compare figures measured side by side in the same run (the ratios), not figures from different
 sections.
 """
+
+
+def seconds_per_cell() -> float:
+    """BENCH_SECONDS, or 10: how long each measured cell of a load benchmark runs."""
+    return float(os.environ.get("BENCH_SECONDS", "10"))
+
+
+def load_parser(doc: str | None, section: str) -> argparse.ArgumentParser:
+    """The command line shared by the load benchmarks (release, tokens): cell length, client
+    counts, SQLite only, profiling, and rewriting `section` of docs/performance.md."""
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0] if doc else None)
+    parser.add_argument("--seconds", type=float, default=seconds_per_cell())
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--sqlite-only", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="sample the broker with py-spy")
+    parser.add_argument("--write", action="store_true", help=f"rewrite the {section} section")
+    return parser
+
+
+def databases(sqlite_only: bool) -> list[tuple[str, str]]:
+    """(name, database) to run on: SQLite, and PostgreSQL when BROKER_TEST_POSTGRES_URL names
+    a server and `sqlite_only` is not set."""
+    found = [("SQLite", "sqlite")]
+    postgres = os.environ.get("BROKER_TEST_POSTGRES_URL", "")
+    if postgres and not sqlite_only:
+        found.append(("PostgreSQL", postgres))
+    return found
 
 
 def machine_info() -> dict[str, str]:
